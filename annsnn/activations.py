@@ -1,0 +1,141 @@
+"""Quantised activations whose spiking counterparts are exact (DESIGN section 2).
+
+StepReLU(x) = theta * clamp(floor(x/theta + phi), 0, L). QCFS is the same
+function with theta = lam_q / L, phi = 0.5 and a learnable lam_q; both share one
+implementation so that their arithmetic, and hence their step boundaries, agree
+bit for bit. The arithmetic order ``x / theta + phi -> floor -> clamp -> * theta``
+is the one the spiking neuron uses at t = 1 (see neurons.py): change both or
+neither.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def check_levels(L) -> int:
+    if not isinstance(L, int) or isinstance(L, bool) or L < 1:
+        raise ValueError(f"L (number of levels) must be an integer >= 1, got {L!r}")
+    return L
+
+
+def check_phi(phi) -> float:
+    phi = float(phi)
+    if not 0.0 <= phi < 1.0:
+        raise ValueError(f"phi (shift) must lie in [0, 1), got {phi!r}")
+    return phi
+
+
+def check_theta(theta) -> float:
+    value = float(theta)
+    if not value > 0.0:
+        raise ValueError(f"theta (threshold) must be > 0, got {theta!r}")
+    return value
+
+
+class _FloorSTE(torch.autograd.Function):
+    """floor in the forward pass, identity in the backward pass (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, u):
+        return torch.floor(u)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def floor_ste(u: torch.Tensor) -> torch.Tensor:
+    return _FloorSTE.apply(u)
+
+
+def step_levels(x: torch.Tensor, theta: torch.Tensor, L: int, phi: float) -> torch.Tensor:
+    """Integer level clamp(floor(x/theta + phi), 0, L) with straight-through gradients.
+
+    The gradient reaching ``x`` is 1 where the clamp does not saturate and 0
+    outside, as QCFS and the authors' STE; ``theta`` gets autograd's gradient.
+    """
+    return torch.clamp(floor_ste(x / theta + phi), 0, L)
+
+
+class StepReLU(nn.Module):
+    """theta * clamp(floor(x/theta + phi), 0, L); range [0, L*theta].
+
+    ``clip=False`` reproduces the authors' released code, where inputs above
+    L*theta pass unchanged; such a network cannot be converted exactly and
+    ``convert`` refuses it.
+    """
+
+    def __init__(self, theta: float = 0.05, L: int = 20, phi: float = 0.0,
+                 clip: bool = True, learn_theta: bool = False):
+        super().__init__()
+        check_theta(theta)
+        self.L = check_levels(L)
+        self.phi = check_phi(phi)
+        self.clip = bool(clip)
+        t = torch.tensor(float(theta), dtype=torch.float32)
+        if learn_theta:
+            self.theta = nn.Parameter(t)
+        else:
+            self.register_buffer("theta", t)
+
+    def threshold(self) -> torch.Tensor:
+        return self.theta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.threshold()
+        y = theta * step_levels(x, theta, self.L, self.phi)
+        if not self.clip:
+            y = torch.where(x > self.L * theta, x, y)
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"theta={float(self.threshold()):.6g}, L={self.L}, phi={self.phi}, "
+                f"clip={self.clip}, learn_theta={isinstance(self.theta, nn.Parameter)}")
+
+
+class QCFS(nn.Module):
+    """Quantisation-clip-floor-shift activation (Bu et al., ICLR 2022).
+
+    lam_q * clamp(floor(x*L/lam_q + 0.5)/L, 0, 1) with a learnable lam_q,
+    computed as StepReLU(theta=lam_q/L, phi=0.5) so the two agree exactly.
+    """
+
+    phi = 0.5
+    clip = True
+
+    def __init__(self, L: int = 8, init_lam: float = 8.0):
+        super().__init__()
+        self.L = check_levels(L)
+        check_theta(init_lam)
+        self.lam = nn.Parameter(torch.tensor(float(init_lam), dtype=torch.float32))
+
+    def threshold(self) -> torch.Tensor:
+        return self.lam / self.L
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.threshold()
+        return theta * step_levels(x, theta, self.L, self.phi)
+
+    def extra_repr(self) -> str:
+        return f"L={self.L}, lam={float(self.lam):.6g}"
+
+
+def make_activation(spec: str | dict | None, **overrides) -> nn.Module:
+    """Build an activation from a name (``relu``, ``qcfs``, ``steprelu``) and keyword knobs."""
+    if isinstance(spec, dict):
+        kwargs = dict(spec)
+        name = kwargs.pop("name")
+    else:
+        name, kwargs = (spec or "relu"), {}
+    kwargs.update(overrides)
+    name = name.lower()
+    if name == "relu":
+        if kwargs:
+            raise ValueError(f"relu takes no options, got {sorted(kwargs)}")
+        return nn.ReLU()
+    if name == "qcfs":
+        return QCFS(**kwargs)
+    if name == "steprelu":
+        return StepReLU(**kwargs)
+    raise ValueError(f"unknown activation {name!r}; valid: relu, qcfs, steprelu")

@@ -1,0 +1,154 @@
+"""Networks meant for conversion: average pooling only, activation as an argument.
+
+Every model starts with its dataset's normalisation layer, so it takes pixels in
+[0, 1] and noise or attacks can be applied in pixel space. ``build`` is the one
+entry point; the activation is given as a name (``relu``/``qcfs``/``steprelu``),
+a dict of knobs with a ``name`` key, or a zero-argument factory.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .activations import make_activation
+
+ARCHITECTURES = ("cnn-small", "vgg16", "resnet18", "resnet20", "resnet34")
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, the first layer of every model."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def _factory(activation) -> Callable[[], nn.Module]:
+    if callable(activation) and not isinstance(activation, (str, dict)):
+        return activation
+    return lambda: make_activation(activation)
+
+
+def conv_bn(cin, cout, k=3, stride=1, padding=None):
+    padding = k // 2 if padding is None else padding
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding, bias=False), nn.BatchNorm2d(cout))
+
+
+class CNNSmall(nn.Sequential):
+    """Two conv blocks + one hidden linear layer for 28x28 grey images (cheap on CPU)."""
+
+    def __init__(self, act, num_classes=10, in_channels=1, image_size=28, width=32, norm=None):
+        w = width
+        feat = image_size // 4
+        super().__init__(
+            norm or nn.Identity(),
+            conv_bn(in_channels, w), act(),
+            nn.AvgPool2d(2),
+            conv_bn(w, 2 * w), act(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * w * feat * feat, 128, bias=False), nn.BatchNorm1d(128), act(),
+            nn.Linear(128, num_classes),
+        )
+
+
+VGG16_CFG = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P")
+
+
+class VGG16(nn.Module):
+    """VGG-16 with BatchNorm and average pooling (as in QCFS / StepReLU experiments)."""
+
+    def __init__(self, act, num_classes=10, in_channels=3, image_size=32, norm=None, hidden=4096):
+        super().__init__()
+        layers, c = [], in_channels
+        for v in VGG16_CFG:
+            if v == "P":
+                layers.append(nn.AvgPool2d(2))
+            else:
+                layers += [conv_bn(c, v), act()]
+                c = v
+        self.norm = norm or nn.Identity()
+        self.features = nn.Sequential(*layers)
+        side = image_size // 32
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(512 * side * side, hidden), act(),
+            nn.Linear(hidden, hidden), act(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(self.norm(x)))
+
+
+class BasicBlock(nn.Module):
+    """conv-bn-act-conv-bn + shortcut, then act (the addition survives conversion unchanged)."""
+
+    def __init__(self, act, cin, cout, stride):
+        super().__init__()
+        self.conv1 = conv_bn(cin, cout, 3, stride)
+        self.act1 = act()
+        self.conv2 = conv_bn(cout, cout, 3, 1)
+        self.shortcut = (conv_bn(cin, cout, 1, stride, 0) if stride != 1 or cin != cout
+                         else nn.Identity())
+        self.act2 = act()
+
+    def forward(self, x):
+        return self.act2(self.conv2(self.act1(self.conv1(x))) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet with a CIFAR stem (3x3 conv) below 64 px, else an ImageNet stem whose
+    max pooling is replaced by average pooling."""
+
+    def __init__(self, act, blocks, widths, num_classes=10, in_channels=3, image_size=32, norm=None):
+        super().__init__()
+        self.norm = norm or nn.Identity()
+        if image_size >= 64:
+            self.stem = nn.Sequential(conv_bn(in_channels, widths[0], 7, 2, 3), act(),
+                                      nn.AvgPool2d(3, 2, 1))
+        else:
+            self.stem = nn.Sequential(conv_bn(in_channels, widths[0], 3, 1), act())
+        stages, c = [], widths[0]
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                stages.append(BasicBlock(act, c, w, stride))
+                c = w
+        self.layers = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c, num_classes))
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(self.norm(x)))))
+
+
+def build(arch: str, activation="relu", num_classes: int = 10, in_channels: int = 3,
+          image_size: int = 32, mean: Sequence[float] | None = None,
+          std: Sequence[float] | None = None, **kwargs) -> nn.Module:
+    """Build ``arch`` with ``activation`` everywhere; mean/std set the input normalisation
+    (omitted: identity, i.e. the model expects already-normalised inputs)."""
+    act = _factory(activation)
+    norm = Normalize(mean, std) if mean is not None else None
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    common = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size, norm=norm)
+    if arch == "cnn-small":
+        return CNNSmall(act, **common, **kwargs)
+    if arch == "vgg16":
+        return VGG16(act, **common, **kwargs)
+    resnets = {"resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
+               "resnet34": ((3, 4, 6, 3), (64, 128, 256, 512)),
+               "resnet20": ((3, 3, 3), (16, 32, 64))}
+    if arch in resnets:
+        blocks, widths = resnets[arch]
+        if "width" in kwargs:
+            widths = tuple(int(w * kwargs.pop("width")) for w in widths)
+        return ResNet(act, blocks, widths, **common, **kwargs)
+    raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")

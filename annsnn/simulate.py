@@ -1,0 +1,138 @@
+"""Run a converted SNN for T_max steps once and read off every metric at every t <= T_max.
+
+Input encoding is direct (the analog image is the input current at each step);
+the classifier does not spike, and the prediction at step t is the argmax of the
+mean classifier output over steps 1..t (DESIGN section 2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .convert import fold_bn, trace
+from .metrics import ann_energy_pj, energy_pj, profile_ops
+from .neurons import reset_neurons, spiking_layers
+
+
+@dataclass
+class SimResult:
+    """Everything one simulation measured; lists are indexed by t - 1."""
+
+    T_max: int
+    n_images: int
+    acc: list[float]                       # SNN accuracy at t = 1..T_max
+    predictions: torch.Tensor              # [n_images, T_max] predicted class at each t
+    labels: torch.Tensor                   # [n_images]
+    firing_rate: dict[str, float]          # spikes per neuron per step, per spiking layer
+    max_spikes_per_step: float             # largest n any neuron emitted in one step
+    sops: list[float]                      # synaptic operations per image, cumulative to t
+    first_layer_macs: float                # analog first layer, paid at every step
+    ann_macs: float                        # per image
+    conv_error: list[float] | None = None  # mean|SNN - ANN| / mean|ANN| at each t
+    ann_acc: float | None = None           # ANN accuracy after the same BatchNorm folding
+    ann_predictions: torch.Tensor | None = None
+    identical_at_t1: int | None = None     # images whose t=1 prediction equals the folded ANN's
+    extra: dict = field(default_factory=dict)
+
+    def energy_ratio(self, t: int) -> float:
+        """SNN energy over t steps / ANN energy, per image."""
+        return energy_pj(self.first_layer_macs, self.sops[t - 1], t) / ann_energy_pj(self.ann_macs)
+
+    def sops_ratio(self, t: int) -> float:
+        """SNN operations (first-layer MACs x t + SOPs) / ANN MACs."""
+        return (self.first_layer_macs * t + self.sops[t - 1]) / self.ann_macs
+
+
+def _check_T(T_max) -> int:
+    if not isinstance(T_max, int) or isinstance(T_max, bool) or T_max < 1:
+        raise ValueError(f"T_max must be an integer >= 1, got {T_max!r}")
+    return T_max
+
+
+def _split(batch):
+    if isinstance(batch, (tuple, list)):
+        return batch[0], batch[1]
+    raise ValueError("the loader must yield (images, labels) batches")
+
+
+def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
+             perturb=None, seed: int = 0, progress: bool = True, desc: str = "simulate") -> SimResult:
+    """Simulate ``snn`` for ``T_max`` steps on every batch of ``loader``.
+
+    ``ann``: the source ANN; it is BatchNorm-folded exactly as ``convert`` does and
+    used for the conversion error and the t = 1 exactness count.
+    ``perturb``: optional pixel-space perturbation ``perturb(x, generator) -> x`` with a
+    boolean ``dynamic`` attribute: static ones are drawn once per batch and repeated
+    at every step, dynamic ones are redrawn at every step. Seeded by ``seed``.
+    """
+    T_max = _check_T(T_max)
+    device = next(snn.parameters()).device
+    snn.eval()
+    neurons = spiking_layers(snn)
+    for _, m in neurons:
+        m.reset_stats()
+    ref = fold_bn(ann).to(device).eval() if ann is not None else None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    dynamic = bool(getattr(perturb, "dynamic", False))
+
+    correct = torch.zeros(T_max, dtype=torch.float64)
+    err_num = torch.zeros(T_max, dtype=torch.float64)
+    err_den = 0.0
+    sops = torch.zeros(T_max, dtype=torch.float64)
+    preds, labels, ann_preds = [], [], []
+    prof, fanout = None, None
+    n_images = 0
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch")
+    with torch.inference_mode():
+        for batch in bar:
+            x, y = _split(batch)
+            x, y = x.to(device), y.to(device)
+            if prof is None:
+                prof = profile_ops(snn, x[:1], trace(snn))
+                fanout = [prof.fanout[name] for name, _ in neurons]
+            if perturb is not None and not dynamic:
+                x = perturb(x, gen)
+            reset_neurons(snn)
+            cum = None
+            batch_preds = torch.empty(x.shape[0], T_max, dtype=torch.int64)
+            a = ref(x) if ref is not None else None
+            for t in range(1, T_max + 1):
+                before = [m.spikes for _, m in neurons]
+                out = snn(perturb(x, gen) if dynamic else x)
+                cum = out.clone() if cum is None else cum.add_(out)
+                mean = cum / t
+                p = mean.argmax(1)
+                batch_preds[:, t - 1] = p.cpu()
+                correct[t - 1] += float((p == y).sum())
+                if a is not None:
+                    err_num[t - 1] += float((mean - a).abs().sum())
+                sops[t - 1] += sum((m.spikes - b) * f for (_, m), b, f in zip(neurons, before, fanout))
+            if a is not None:
+                err_den += float(a.abs().sum())
+                ann_preds.append(a.argmax(1).cpu())
+            preds.append(batch_preds)
+            labels.append(y.cpu())
+            n_images += x.shape[0]
+            bar.set_postfix(acc_T=f"{correct[-1].item() / n_images:.4f}")
+    if n_images == 0:
+        raise ValueError("the loader yielded no images")
+    predictions = torch.cat(preds)
+    labels_t = torch.cat(labels)
+    res = SimResult(
+        T_max=T_max, n_images=n_images,
+        acc=(correct / n_images).tolist(),
+        predictions=predictions, labels=labels_t,
+        firing_rate={name: (m.spikes / m.neuron_steps if m.neuron_steps else 0.0) for name, m in neurons},
+        max_spikes_per_step=max((m.max_n for _, m in neurons), default=0.0),
+        sops=(torch.cumsum(sops, 0) / n_images).tolist(),
+        first_layer_macs=prof.first_layer_macs, ann_macs=prof.total_macs,
+    )
+    if ref is not None:
+        res.ann_predictions = torch.cat(ann_preds)
+        res.ann_acc = float((res.ann_predictions == labels_t).double().mean())
+        res.conv_error = (err_num / max(err_den, 1e-30)).tolist()
+        res.identical_at_t1 = int((predictions[:, 0] == res.ann_predictions).sum())
+    return res

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One entry point: set-up, the default benchmark, the tests, bigger presets, the MLflow UI.
+#   ./reproduce.sh              set up .venv if needed and run the `smoke` preset
+#   ./reproduce.sh test [args]  run the fast test suite (extra args go to pytest)
+#   ./reproduce.sh <preset>     run a preset from bench/presets/ (e.g. cpu-cifar10)
+#   ./reproduce.sh speed        run the speed benchmark (writes results/speed.md)
+#   ./reproduce.sh ui           MLflow UI on http://127.0.0.1:5000
+#   ./reproduce.sh setup        only create/update .venv
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=.venv/bin/python
+
+setup() {
+    if [ ! -x "$PY" ]; then
+        echo "[setup] creating .venv"
+        python3 -m venv .venv
+    fi
+    # Reinstall only when pyproject.toml changed since the last successful install.
+    if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+        echo "[setup] installing the package and its pinned dependencies (first time: a few minutes)"
+        "$PY" -m pip install -q --upgrade pip
+        "$PY" -m pip install -q -e '.[dev]'
+        touch .venv/.installed
+    fi
+}
+
+ensure_fashion_mnist() {
+    # The default preset needs Fashion-MNIST; offline machines get it from Debian.
+    if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[setup] installing Debian's dataset-fashion-mnist (offline copy)"
+        apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null || \
+            echo "[setup] could not install dataset-fashion-mnist; torchvision will try to download"
+    fi
+}
+
+cmd="${1:-smoke}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    setup) setup ;;
+    test)
+        setup
+        ensure_fashion_mnist
+        exec "$PY" -m pytest -m "not slow" "$@" ;;
+    ui)
+        setup
+        exec .venv/bin/mlflow ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
+            --default-artifact-root ./mlartifacts --host 127.0.0.1 --port "${PORT:-5000}" ;;
+    speed)
+        setup
+        exec "$PY" -m bench speed "$@" ;;
+    -h|--help|help) sed -n '2,8p' "$0" ;;
+    *)
+        setup
+        ensure_fashion_mnist
+        exec "$PY" -m bench run --preset "$cmd" "$@" ;;
+esac
