@@ -49,13 +49,43 @@ def floor_ste(u: torch.Tensor) -> torch.Tensor:
     return _FloorSTE.apply(u)
 
 
+class _ClampFloorSTE(torch.autograd.Function):
+    """clamp(floor(u), 0, L) in the forward pass; the backward pass lets the gradient
+    through where the clamp leaves the level unchanged, 0 <= floor(u) <= L (edges
+    included, i.e. u in [0, L + 1)), and blocks it elsewhere.
+
+    The mask is explicit rather than autograd's clamp backward: floor's output sits
+    exactly on a clamp edge for whole intervals of u (all of [0, 1) floors to 0), and
+    PyTorch's edge convention (torch 2.14 passes no gradient at min and max) would
+    then remove the gradient on a whole step, and everywhere for L = 1.
+    """
+
+    @staticmethod
+    def forward(ctx, u, L):
+        lev = torch.floor(u)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward((lev >= 0) & (lev <= L))
+        return torch.clamp(lev, 0, L)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return torch.where(inside, grad, torch.zeros_like(grad)), None
+
+
+def clamp_floor_ste(u: torch.Tensor, L: int) -> torch.Tensor:
+    """clamp(floor(u), 0, L) with a straight-through gradient inside 0 <= floor(u) <= L."""
+    return _ClampFloorSTE.apply(u, L)
+
+
 def step_levels(x: torch.Tensor, theta: torch.Tensor, L: int, phi: float) -> torch.Tensor:
     """Integer level clamp(floor(x/theta + phi), 0, L) with straight-through gradients.
 
-    The gradient reaching ``x`` is 1 where the clamp does not saturate and 0
-    outside, as QCFS and the authors' STE; ``theta`` gets autograd's gradient.
+    The gradient reaching ``x`` is 1 where the clamp does not saturate, i.e.
+    0 <= floor(x/theta + phi) <= L (edges included), and 0 outside, as QCFS and
+    the authors' STE; ``theta`` gets autograd's gradient.
     """
-    return torch.clamp(floor_ste(x / theta + phi), 0, L)
+    return clamp_floor_ste(x / theta + phi, L)
 
 
 class StepReLU(nn.Module):

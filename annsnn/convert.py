@@ -220,8 +220,11 @@ def _check_unshuffled(loader) -> None:
 
 
 def _activation_outputs(model, names, loader, device, fn: Callable[[str, torch.Tensor], None]):
-    hooks = [model.get_submodule(n).register_forward_hook(
-        lambda mod, inp, out, n=n: fn(n, out.detach().reshape(-1))) for n in names]
+    def hook_for(n):
+        def hook(mod, inp, out):
+            fn(n, out.detach().reshape(-1))  # returns None: never replace the layer's output
+        return hook
+    hooks = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
     try:
         with torch.inference_mode():
             for x in _batches(loader, device):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .activations import check_levels, check_phi, check_theta, floor_ste
+from .activations import check_levels, check_phi, check_theta, clamp_floor_ste
 
 
 def check_leak(leak) -> float:
@@ -62,23 +62,32 @@ class IFNeuron(nn.Module):
         self.max_n = 0.0           # largest n any neuron emitted in one step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.surrogate:  # differentiable path: no in-place updates
+            u = x / self.theta + self.phi if self.u is None else self.leak * self.u + x / self.theta
+            n = clamp_floor_ste(u, self.max_spikes)  # gradient 1 where 0 <= floor(u) <= max_spikes
+            self.u = u - n
+            return self._count(n) * self.theta
         if self.u is None:
-            u = x / self.theta + self.phi
-        elif self.leak == 1.0:
-            u = self.u + x / self.theta
-        else:
-            u = self.leak * self.u + x / self.theta
-        n = torch.clamp(floor_ste(u) if self.surrogate else torch.floor(u), 0, self.max_spikes)
-        self.u = u - n
+            u = x / self.theta + self.phi  # t = 1: exactly StepReLU's arithmetic
+        else:  # t >= 2: exactness is only promised at t = 1, so update in place
+            u = self.u
+            if self.leak != 1.0:
+                u.mul_(self.leak)
+            u.add_(x / self.theta)
+        n = torch.floor(u).clamp_(0, self.max_spikes)
+        self.u = u.sub_(n)
+        return self._count(n).mul_(self.theta)
+
+    def _count(self, n: torch.Tensor) -> torch.Tensor:
         if self.record:
             with torch.no_grad():
                 self.spikes += float(n.sum())
                 self.neuron_steps += n.numel()
                 if self.max_spikes > 1:
                     self.max_n = max(self.max_n, float(n.max()))
-                elif self.max_n < 1.0 and bool((n > 0).any()):
+                elif self.max_n < 1.0 and self.spikes > 0:
                     self.max_n = 1.0
-        return n * self.theta
+        return n
 
     def extra_repr(self) -> str:
         return (f"theta={float(self.theta):.6g}, max_spikes={self.max_spikes}, "

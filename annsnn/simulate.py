@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .convert import fold_bn, trace
 from .metrics import ann_energy_pj, energy_pj, profile_ops
-from .neurons import reset_neurons, spiking_layers
+from .neurons import IFNeuron, reset_neurons, spiking_layers
 
 
 @dataclass
@@ -52,6 +52,19 @@ def _check_T(T_max) -> int:
     return T_max
 
 
+def static_prefix(snn: nn.Module):
+    """(prefix, rest) of a Sequential SNN, where prefix holds everything before the first
+    spiking layer. With direct encoding and a static input the prefix's output (the first
+    layer's input current) is the same at every step, so it is computed once per batch."""
+    if not isinstance(snn, nn.Sequential):
+        return None
+    for i, m in enumerate(snn):
+        if any(isinstance(c, IFNeuron) for c in m.modules()):
+            mods = list(snn)
+            return (nn.Sequential(*mods[:i]), nn.Sequential(*mods[i:])) if i > 0 else None
+    return None
+
+
 def _split(batch):
     if isinstance(batch, (tuple, list)):
         return batch[0], batch[1]
@@ -77,6 +90,7 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     ref = fold_bn(ann).to(device).eval() if ann is not None else None
     gen = torch.Generator(device="cpu").manual_seed(seed)
     dynamic = bool(getattr(perturb, "dynamic", False))
+    prefix = static_prefix(snn)
 
     correct = torch.zeros(T_max, dtype=torch.float64)
     err_num = torch.zeros(T_max, dtype=torch.float64)
@@ -99,9 +113,13 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
             cum = None
             batch_preds = torch.empty(x.shape[0], T_max, dtype=torch.int64)
             a = ref(x) if ref is not None else None
+            current = prefix[0](x) if (prefix and not dynamic) else None
             for t in range(1, T_max + 1):
                 before = [m.spikes for _, m in neurons]
-                out = snn(perturb(x, gen) if dynamic else x)
+                if current is not None:
+                    out = prefix[1](current)
+                else:
+                    out = snn(perturb(x, gen) if dynamic else x)
                 cum = out.clone() if cum is None else cum.add_(out)
                 mean = cum / t
                 p = mean.argmax(1)

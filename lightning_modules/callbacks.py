@@ -1,0 +1,140 @@
+"""Lightning callback that converts the trained ANN and evaluates the SNN, logging to MLflow.
+
+One ANN serves every method that uses its activation (a ReLU ANN serves maxnorm
+and robustnorm, a StepReLU ANN serves steprelu and steprelu-single). Each
+(method, leak) gets a nested MLflow run under the ANN's run, with ``snn_acc`` and
+``conv_error`` logged at ``step = t``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+
+from annsnn import convert, simulate
+from annsnn.convert import METHODS
+from annsnn.simulate import SimResult
+
+from . import tracking
+
+
+def child_name(method: str, leak: float) -> str:
+    return f"{method}-leak{leak:g}"
+
+
+def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: float | None) -> dict:
+    """Plain-JSON summary of one simulation (what tables and plots need)."""
+    T = res.T_max
+    return {
+        "method": method, "leak": leak, "T_max": T, "n_images": res.n_images,
+        "acc": res.acc, "conv_error": res.conv_error, "ann_acc": res.ann_acc,
+        "ann_acc_unfolded": ann_acc_unfolded, "identical_at_t1": res.identical_at_t1,
+        "firing_rate": res.firing_rate, "max_spikes_per_step": res.max_spikes_per_step,
+        "sops": res.sops, "first_layer_macs": res.first_layer_macs, "ann_macs": res.ann_macs,
+        "energy_ratio": [res.energy_ratio(t) for t in range(1, T + 1)],
+        "ops_ratio": [res.sops_ratio(t) for t in range(1, T + 1)],
+    }
+
+
+def log_result(client, parent_run_id: str, record: dict, params: dict) -> str:
+    """One nested run per conversion setting; returns its run id."""
+    name = child_name(record["method"], record["leak"])
+    for old in tracking.find_child_run(client, parent_run_id, name):
+        # a half-logged run from an interrupted evaluation: replace it, never duplicate it
+        client.delete_run(old.info.run_id)
+    run_id = tracking.start_child_run(client, parent_run_id, name,
+                                      tags={"method": record["method"], "leak": str(record["leak"])})
+    tracking.log_params(client, run_id, {**params, "method": record["method"], "leak": record["leak"],
+                                         "T_max": record["T_max"],
+                                         "method_description": METHODS[record["method"]].description})
+    tracking.log_curve(client, run_id, "snn_acc", record["acc"])
+    if record["conv_error"] is not None:
+        tracking.log_curve(client, run_id, "conv_error", record["conv_error"])
+    tracking.log_curve(client, run_id, "energy_ratio", record["energy_ratio"])
+    T = record["T_max"]
+    scalars = {"ann_acc": record["ann_acc"], "ann_acc_unfolded": record["ann_acc_unfolded"],
+               "max_spikes_per_step": record["max_spikes_per_step"],
+               "sops_per_image_T": record["sops"][-1], "ann_macs": record["ann_macs"],
+               "energy_ratio_T": record["energy_ratio"][-1], "snn_acc_T": record["acc"][-1],
+               "identical_at_t1": record["identical_at_t1"], "n_images": record["n_images"]}
+    scalars.update({f"firing_rate.{k}": v for k, v in record["firing_rate"].items()})
+    tracking.log_scalars(client, run_id, scalars)
+    tracking.log_figure(client, run_id, {name: record["acc"]}, f"{name} (T_max={T})",
+                        "accuracy_vs_t.png", {name: record["ann_acc"]})
+    client.set_terminated(run_id)
+    return run_id
+
+
+def accuracy(model: torch.nn.Module, loader) -> float:
+    correct = total = 0
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        for x, y in loader:
+            correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
+            total += len(y)
+    return correct / max(total, 1)
+
+
+class SNNEvaluation(L.Callback):
+    """Convert and simulate at the end of ``fit`` (test split), optionally every k epochs (validation split).
+
+    ``done``: (method, leak) pairs already evaluated in an earlier, interrupted run.
+    ``on_result(record, run_id)``: called after each nested run is complete.
+    """
+
+    def __init__(self, methods, T_max: int, leaks=(1.0,), percentile: float = 99.9,
+                 eval_every_k_epochs: int = 0, params: dict | None = None,
+                 done: set | None = None, on_result: Callable[[dict, str], None] | None = None,
+                 progress: bool = True):
+        for m in methods:
+            if m not in METHODS:
+                raise ValueError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+        self.methods, self.T_max, self.leaks = list(methods), int(T_max), [float(x) for x in leaks]
+        self.percentile, self.k = percentile, int(eval_every_k_epochs)
+        self.params, self.done, self.on_result = params or {}, set(done or ()), on_result
+        self.progress = progress
+        self.records: list[dict] = []
+
+    @staticmethod
+    def _mlflow(trainer):
+        for lg in trainer.loggers:
+            if isinstance(lg, MLFlowLogger):
+                return lg.experiment, lg.run_id
+        return None, None
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not self.k or trainer.sanity_checking or (trainer.current_epoch + 1) % self.k:
+            return
+        dm = trainer.datamodule
+        was_training = pl_module.training
+        for method in self.methods:
+            snn = convert(pl_module.model, method, dm.calib_dataloader(), self.leaks[0], self.percentile)
+            res = simulate(snn, dm.val_dataloader(), self.T_max, progress=False)
+            pl_module.log(f"val_snn_acc_T{self.T_max}/{method}", res.acc[-1], rank_zero_only=True)
+        pl_module.train(was_training)
+
+    def on_fit_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        self.evaluate(pl_module.model, trainer.datamodule, *self._mlflow(trainer))
+
+    def evaluate(self, ann, dm, client=None, parent_run_id=None) -> list[dict]:
+        ann = ann.eval()
+        todo = [(m, lk) for m in self.methods for lk in self.leaks if (m, lk) not in self.done]
+        if not todo:
+            return self.records
+        ann_unfolded = accuracy(ann, dm.test_dataloader())
+        for method, leak in todo:
+            snn = convert(ann, method, dm.calib_dataloader(), leak, self.percentile)
+            res = simulate(snn, dm.test_dataloader(), self.T_max, ann=ann, progress=self.progress,
+                           desc=f"SNN {child_name(method, leak)}")
+            record = result_record(method, leak, res, ann_unfolded)
+            run_id = log_result(client, parent_run_id, record, self.params) if client else None
+            self.records.append(record)
+            self.done.add((method, leak))
+            if self.on_result:
+                self.on_result(record, run_id)
+        return self.records

@@ -1,0 +1,482 @@
+"""Tests for lightning_modules.data: where data comes from, splits, augmentation.
+
+Fake datasets are written in the real formats (IDX .gz, CIFAR pickles, a JPEG
+tarball, an ImageFolder tree) into tmp_path, and the module's offline paths and
+cache are pointed at them, so the fallback chain is tested without network and
+without touching the project cache.  Fake images carry their own index in
+pixel (0, 0), so splits can be checked from what the loaders actually yield.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightning_modules.data as D
+
+N_TRAIN, N_TEST = 200, 50
+
+
+# ----------------------------------------------------------------------------- writers
+
+def write_idx(path: Path, t: torch.Tensor) -> None:
+    """IDX unsigned-byte file, gzipped (the format of the MNIST distribution)."""
+    header = struct.pack(">HBB", 0, 0x08, t.ndim) + struct.pack(f">{t.ndim}I", *t.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + t.to(torch.uint8).contiguous().numpy().tobytes())
+
+
+def fake_28(n: int, marker: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose pixel (0,0) is their index, (0,1)=255, (0,2)=0, (0,3)=marker."""
+    g = torch.Generator().manual_seed(marker)
+    x = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+    x[:, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    x[:, 0, 1], x[:, 0, 2], x[:, 0, 3] = 255, 0, marker
+    return x, torch.arange(n) % 10
+
+
+def write_idx_set(folder: Path, marker: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+        x, y = fake_28(n, marker)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+
+
+def class_color(k: int) -> torch.Tensor:
+    return torch.tensor([k * 25, 255 - k * 25, 60 + k * 10], dtype=torch.uint8)
+
+
+def jpeg_bytes(k: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), tuple(class_color(k).tolist())).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def write_jpeg_tarball(path: Path, per_class: tuple[int, int] = (3, 1)) -> None:
+    """{train,test}/<class>/NNNN.jpg, one flat colour per class, as in the shared copy."""
+    with tarfile.open(path, "w:gz") as tf:
+        for split, n in zip(("train", "test"), per_class):
+            for k, cls in enumerate(D.CIFAR10_CLASSES):
+                data = jpeg_bytes(k)
+                for i in range(n):
+                    info = tarfile.TarInfo(f"{split}/{cls}/{i:04d}.jpg")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+
+
+def write_cifar_pickles(root: Path, name: str, n_train: int = 100, n_test: int = 20) -> None:
+    """torchvision's python-pickle layout (cifar-10-batches-py / cifar-100-python)."""
+    g = torch.Generator().manual_seed(7)
+    ncls = 10 if name == "cifar10" else 100
+    key = "labels" if name == "cifar10" else "fine_labels"
+
+    def batch(n, offset):
+        x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        x[:, 0, 0, 0] = torch.arange(offset, offset + n, dtype=torch.uint8)
+        return {b"data": x.reshape(n, -1).numpy(), key.encode(): [(offset + i) % ncls for i in range(n)]}
+
+    def dump(p, d):
+        with open(p, "wb") as f:
+            pickle.dump(d, f)
+
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    if name == "cifar10":
+        per = n_train // 5
+        for i in range(5):
+            dump(folder / f"data_batch_{i + 1}", batch(per, i * per))
+        dump(folder / "test_batch", batch(n_test, 0))
+    else:
+        dump(folder / "train", batch(n_train, 0))
+        dump(folder / "test", batch(n_test, 0))
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """The download step fails as it does offline; records what was attempted."""
+    calls = []
+
+    def fail(name, root):
+        calls.append(name)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -2] "
+                           "Name or service not known>")
+
+    monkeypatch.setattr(D, "_torchvision_download", fail)
+    return calls
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch, downloads):
+    """Fake offline copies (MNIST marker 11, Fashion-MNIST marker 22, JPEG tarball), empty cache."""
+    write_idx_set(tmp_path / "shared" / "mnist", marker=11)
+    write_idx_set(tmp_path / "fashion", marker=22)
+    write_jpeg_tarball(tmp_path / "shared" / "cifar10-jpeg.tar.gz")
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(D, "MNIST_OFFLINE_DIR", tmp_path / "shared" / "mnist")
+    monkeypatch.setattr(D, "FASHION_MNIST_OFFLINE_DIR", tmp_path / "fashion")
+    monkeypatch.setattr(D, "CIFAR10_JPEG_TARBALL", tmp_path / "shared" / "cifar10-jpeg.tar.gz")
+    monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def nothing(tmp_path, monkeypatch, downloads):
+    """No data anywhere."""
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(D, "MNIST_OFFLINE_DIR", tmp_path / "absent" / "mnist")
+    monkeypatch.setattr(D, "FASHION_MNIST_OFFLINE_DIR", tmp_path / "absent" / "fashion")
+    monkeypatch.setattr(D, "CIFAR10_JPEG_TARBALL", tmp_path / "absent" / "cifar10-jpeg.tar.gz")
+    monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
+    return tmp_path
+
+
+def ids(x: torch.Tensor) -> list[int]:
+    """Recover the fake images' indices from pixel (0, 0)."""
+    return (x[:, 0, 0, 0] * 255).round().long().tolist()
+
+
+def all_batches(loader):
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def setup_dm(name, **kw):
+    dm = D.build_datamodule(name, **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+# ----------------------------------------------------------------------------- registry
+
+def test_dataset_infos():
+    assert set(D.DATASETS) == {"fashion-mnist", "mnist", "cifar10", "cifar100", "cifar10-jpeg", "imagenet"}
+    for name, info in D.DATASETS.items():
+        assert info.name == name
+        assert len(info.mean) == len(info.std) == info.in_channels
+    assert D.DATASETS["cifar10-jpeg"].mean == (0.4913, 0.4821, 0.4465)
+    assert D.DATASETS["cifar10-jpeg"].std == (0.2452, 0.2428, 0.2606)
+    assert D.DATASETS["imagenet"].image_size == 224 and D.DATASETS["imagenet"].num_classes == 1000
+    assert D.DATASETS["cifar100"].num_classes == 100
+    with pytest.raises(Exception):
+        D.DATASETS["mnist"].num_classes = 3  # frozen
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        D.build_datamodule("svhn")
+    for name in D.DATASETS:
+        assert name in str(e.value)
+
+
+# ----------------------------------------------------------------------------- sources
+
+@pytest.mark.parametrize("name,marker", [("mnist", 11), ("fashion-mnist", 22)])
+def test_idx_offline_fallback(offline, downloads, capsys, name, marker):
+    dm = setup_dm(name, batch_size=32, val_fraction=0.1)
+    assert "offline copy" in capsys.readouterr().out
+    assert downloads == [name]  # the download was tried first, and failed
+    assert dm.info is D.DATASETS[name]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32
+    assert y.dtype == torch.int64
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert torch.all(x[:, 0, 0, 1] == 1.0) and torch.all(x[:, 0, 0, 2] == 0.0)
+    assert torch.allclose(x[:, 0, 0, 3], torch.full((32,), marker / 255))
+    assert torch.equal(y, torch.tensor(ids(x)) % 10)  # labels travel with their images
+    tx, ty = all_batches(dm.test_dataloader())
+    assert tx.shape == (N_TEST, 1, 28, 28) and torch.equal(ty, torch.arange(N_TEST) % 10)
+
+
+def test_decoded_cache_is_reused(offline, capsys, monkeypatch):
+    first = setup_dm("mnist")
+    assert (offline / "cache" / "mnist-decoded.pt").is_file()
+
+    def boom(*a):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(D, "_read_idx_set", boom)
+    capsys.readouterr()
+    second = setup_dm("mnist")
+    assert "decoded cache" in capsys.readouterr().out
+    assert torch.equal(first._data["train_x"], second._data["train_x"])
+
+
+def test_cifar10_jpeg_from_tarball(offline, downloads, capsys):
+    dm = setup_dm("cifar10-jpeg", batch_size=8, val_fraction=0.2, calib_size=5)
+    assert "offline copy" in capsys.readouterr().out
+    assert downloads == []  # cifar10-jpeg never downloads
+    assert dm.classes == list(D.CIFAR10_CLASSES)
+    assert len(dm.train_set) == 24 and len(dm.val_set) == 6 and len(dm.test_set) == 10
+    x, y = all_batches(dm.test_dataloader())
+    assert x.shape == (10, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    assert torch.equal(y, torch.arange(10))  # alphabetical folders = CIFAR-10 label order
+    for img, k in zip(x, y):  # each class's colour survives JPEG and lands on its label
+        assert torch.allclose(img.mean((1, 2)) * 255, class_color(int(k)).float(), atol=6)
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 32, 32)
+
+
+def test_cifar10_jpeg_folder_in_data_dir(offline, tmp_path):
+    root = tmp_path / "user" / "cifar10-jpeg"
+    with tarfile.open(offline / "shared" / "cifar10-jpeg.tar.gz") as tf:
+        tf.extractall(root, filter="data")
+    (root / "train" / "airplane" / "0000.jpg").write_bytes(jpeg_bytes(9))  # mark this copy
+    dm = setup_dm("cifar10-jpeg", data_dir=tmp_path / "user")
+    img, label = dm.train_set.images[0], dm.train_set.labels[0]  # official index 0
+    assert int(label) == 0 and img.shape == (3, 32, 32)
+    assert torch.allclose(img.float().mean((1, 2)), class_color(9).float(), atol=6)
+
+
+@pytest.mark.parametrize("name,ncls", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_pickles_from_data_dir(nothing, name, ncls):
+    write_cifar_pickles(nothing / "user", name)
+    dm = setup_dm(name, data_dir=nothing / "user", batch_size=16, val_fraction=0.1)
+    assert dm.info.num_classes == ncls
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (90, 10, 20)
+    x, y = all_batches(dm.val_dataloader())
+    assert x.shape == (10, 3, 32, 32) and y.dtype == torch.int64
+    assert torch.equal(y, torch.tensor(ids(x)) % ncls)
+
+
+def test_data_dir_and_env_win_over_everything(offline, downloads, capsys, monkeypatch):
+    setup_dm("mnist")  # fills the default decoded cache from the offline copy (marker 11)
+    user = offline / "user"
+    write_idx_set(user / "mnist", marker=33)
+    downloads.clear()
+    capsys.readouterr()
+    dm = setup_dm("mnist", data_dir=user)
+    assert "data_dir" in capsys.readouterr().out
+    assert downloads == []
+    x, _ = dm.train_set[0]
+    assert round(float(x[0, 0, 3]) * 255) == 33
+
+    monkeypatch.setenv(D.DATA_ENV_VAR, str(user))
+    x, _ = setup_dm("mnist").train_set[0]
+    assert round(float(x[0, 0, 3]) * 255) == 33
+    monkeypatch.delenv(D.DATA_ENV_VAR)
+    x, _ = setup_dm("mnist").train_set[0]
+    assert round(float(x[0, 0, 3]) * 255) == 11  # the default cache was not overwritten
+
+
+def test_torchvision_layout_in_data_dir_and_cache(nothing, monkeypatch, capsys):
+    write_idx_set(nothing / "user" / "FashionMNIST" / "raw", marker=44)
+    x, _ = setup_dm("fashion-mnist", data_dir=nothing / "user").train_set[0]
+    assert round(float(x[0, 0, 3]) * 255) == 44
+
+    def fake_download(name, root):  # what torchvision leaves behind after a download
+        write_idx_set(Path(root) / "MNIST" / "raw", marker=55)
+
+    monkeypatch.setattr(D, "_torchvision_download", fake_download)
+    capsys.readouterr()
+    x, _ = setup_dm("mnist").train_set[0]
+    assert "torchvision download" in capsys.readouterr().out
+    assert round(float(x[0, 0, 3]) * 255) == 55
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg", "imagenet"])
+def test_nothing_available_names_three_ways(nothing, name):
+    dm = D.build_datamodule(name, data_dir=nothing / "empty")
+    with pytest.raises(D.DataUnavailableError) as e:
+        dm.prepare_data()
+    assert isinstance(e.value, RuntimeError)
+    msg = str(e.value)
+    assert name in msg
+    assert "network" in msg and "torchvision downloads" in msg  # way 1
+    assert "apt-get install dataset-fashion-mnist" in msg  # way 2
+    assert str(D.MNIST_OFFLINE_DIR) in msg and str(D.CIFAR10_JPEG_TARBALL) in msg
+    assert "--data-dir" in msg and D.DATA_ENV_VAR in msg  # way 3
+    for layout in ("MNIST/raw", "cifar-10-batches-py", "cifar10-jpeg/{train,test}", "imagenet/{train,val}"):
+        assert layout in msg
+    assert str(nothing / "empty") in msg  # says what it tried
+
+
+def test_imagenet_folder(nothing):
+    from PIL import Image
+
+    root = nothing / "user" / "imagenet"
+    for split, n in (("train", 6), ("val", 2)):
+        for cls in ("n01440764", "n01443537"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (50 + 10 * i, 40), (200, 30, 30)).save(root / split / cls / f"{i}.JPEG")
+    dm = setup_dm("imagenet", data_dir=nothing / "user", batch_size=4, val_fraction=0.25, calib_size=3)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set), len(dm.calib_set)) == (9, 3, 4, 3)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader(), dm.calib_dataloader()):
+        x, y = next(iter(loader))
+        assert x.shape[1:] == (3, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.int64
+        assert 0 <= float(x.min()) and float(x.max()) <= 1
+    _, y = all_batches(dm.test_dataloader())
+    assert sorted(y.tolist()) == [0, 0, 1, 1]
+
+
+# ----------------------------------------------------------------------------- splits
+
+def test_split_disjoint_sizes_and_seeded(offline):
+    dm = setup_dm("mnist", val_fraction=0.1, seed=0, batch_size=64)
+    tr = ids(all_batches(dm.train_dataloader())[0])
+    va = ids(all_batches(dm.val_dataloader())[0])
+    assert len(tr) == 180 and len(va) == 20
+    assert set(tr).isdisjoint(va) and set(tr) | set(va) == set(range(N_TRAIN))
+    assert va == ids(all_batches(dm.val_dataloader())[0])  # val unshuffled
+    assert tr != ids(all_batches(dm.train_dataloader())[0])  # train reshuffled each epoch
+
+    same = setup_dm("mnist", val_fraction=0.1, seed=0)
+    other = setup_dm("mnist", val_fraction=0.1, seed=1)
+    assert torch.equal(same.val_indices, dm.val_indices)
+    assert set(other.val_indices.tolist()) != set(dm.val_indices.tolist())
+    assert len(setup_dm("mnist", val_fraction=0.25).val_set) == 50
+
+
+def test_calib_subset_fixed_and_from_training_part(offline):
+    dm = setup_dm("mnist", seed=3, calib_size=50, eval_batch_size=16)
+    calib = ids(all_batches(dm.calib_dataloader())[0])
+    assert len(calib) == 50 and len(set(calib)) == 50
+    assert set(calib) <= set(dm.train_indices.tolist())
+    assert set(calib).isdisjoint(dm.val_indices.tolist())
+    assert calib == ids(all_batches(dm.calib_dataloader())[0])  # unshuffled
+    assert calib == ids(all_batches(setup_dm("mnist", seed=3, calib_size=50).calib_dataloader())[0])
+    assert calib != ids(all_batches(setup_dm("mnist", seed=4, calib_size=50).calib_dataloader())[0])
+    assert len(setup_dm("mnist", calib_size=10_000).calib_set) == 180  # capped at the training part
+
+
+def test_test_loader_order_and_subset(offline):
+    dm = setup_dm("mnist", eval_batch_size=16)
+    assert ids(all_batches(dm.test_dataloader())[0]) == list(range(N_TEST))
+    sub = ids(all_batches(setup_dm("mnist", test_subset=10).test_dataloader())[0])
+    assert len(sub) == 10 and len(set(sub)) == 10 and sub != list(range(10))
+    assert sub == ids(all_batches(setup_dm("mnist", test_subset=10, seed=5).test_dataloader())[0])
+    bigger = ids(all_batches(setup_dm("mnist", test_subset=20).test_dataloader())[0])
+    assert bigger[:10] == sub  # the first N of one fixed order
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def test_cifar_train_augmented_eval_not(nothing):
+    write_cifar_pickles(nothing / "user", "cifar10")
+    dm = setup_dm("cifar10", data_dir=nothing / "user", val_fraction=0.2)
+    idx = list(range(16))
+    train_collate = dm.train_dataloader().collate_fn
+    raw = dm.train_set.__getitems__(idx)[0]
+    a, ya = train_collate(dm.train_set.__getitems__(idx))
+    b, yb = train_collate(dm.train_set.__getitems__(idx))
+    assert a.dtype == torch.float32 and a.shape == (16, 3, 32, 32)
+    assert torch.equal(ya, yb) and not torch.equal(a, b)  # new crops/flips each epoch
+    # each output is a 32x32 window of the zero-padded image, maybe mirrored
+    padded = torch.nn.functional.pad(raw, (4, 4, 4, 4)).float() / 255
+    for img, p in zip(a, padded):
+        windows = [p[:, i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        assert any(torch.equal(img, w) or torch.equal(img, w.flip(-1)) for w in windows)
+
+    val_collate = dm.val_dataloader().collate_fn
+    v1, _ = val_collate(dm.val_set.__getitems__(idx))
+    v2, _ = val_collate(dm.val_set.__getitems__(idx))
+    assert torch.equal(v1, v2)
+    assert torch.equal(v1, dm.val_set.__getitems__(idx)[0].float() / 255)
+    e1, e2 = all_batches(dm.val_dataloader()), all_batches(dm.val_dataloader())
+    assert torch.equal(e1[0], e2[0]) and torch.equal(e1[1], e2[1])
+
+
+def test_28x28_sets_not_augmented(offline):
+    dm = setup_dm("fashion-mnist")
+    idx = list(range(32))
+    x, _ = dm.train_dataloader().collate_fn(dm.train_set.__getitems__(idx))
+    assert torch.equal(x, torch.stack([dm.train_set[i][0] for i in idx]))
+
+
+# ----------------------------------------------------------------------------- real data
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+def test_real_fashion_mnist(tmp_path, monkeypatch, downloads):
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(D, "FASHION_MNIST_OFFLINE_DIR", Path("/usr/share/datasets/fashion-mnist"))
+    monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
+    dm = setup_dm("fashion-mnist", val_fraction=0.1)
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (54_000, 6_000, 10_000)
+    assert dm.info.num_classes == 10 and dm.classes[0] == "T-shirt/top" and len(dm.classes) == 10
+    tx = dm._data["train_x"]
+    assert tx.shape == (60_000, 1, 28, 28) and tx.dtype == torch.uint8
+    assert torch.equal(dm._data["train_y"].bincount(), torch.full((10,), 6000))
+    x, y = all_batches(dm.test_dataloader())
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0 and set(y.tolist()) == set(range(10))
+    mean, std = (tx.float() / 255).mean().item(), (tx.float() / 255).std().item()
+    assert abs(mean - dm.info.mean[0]) < 1e-3 and abs(std - dm.info.std[0]) < 1e-3
+    t = time.perf_counter()
+    n = sum(len(b[0]) for b in dm.train_dataloader())
+    print(f"fashion-mnist train epoch at batch 128: {time.perf_counter() - t:.2f} s")
+    assert n == 54_000
+
+
+@pytest.mark.skipif(not (D.SHARED_DATA_DIR / "mnist").is_dir(), reason="shared offline MNIST copy absent")
+def test_real_mnist_offline_copy(tmp_path, monkeypatch, downloads):
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
+    monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
+    dm = setup_dm("mnist")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (54_000, 6_000, 10_000)
+    tx = dm._data["train_x"].float() / 255
+    assert abs(tx.mean().item() - 0.1307) < 1e-3 and abs(tx.std().item() - 0.3081) < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not D.CIFAR10_JPEG_TARBALL.is_file(), reason="shared cifar10-jpeg tarball absent")
+def test_real_cifar10_jpeg(tmp_path, monkeypatch, downloads):
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
+    monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
+    dm = setup_dm("cifar10-jpeg")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (45_000, 5_000, 10_000)
+    assert torch.equal(dm._data["test_y"].bincount(), torch.full((10,), 1000))
+    tx = dm._data["train_x"].float() / 255
+    assert torch.allclose(tx.mean((0, 2, 3)), torch.tensor(dm.info.mean), atol=1e-3)
+    assert torch.allclose(tx.std((0, 2, 3)), torch.tensor(dm.info.std), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- Lightning
+
+def test_lightning_fit_and_test_use_the_datamodule(offline):
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+            self.seen = {"train": 0, "val": 0, "test": 0}
+
+        def _step(self, batch, kind):
+            x, y = batch
+            assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28) and y.dtype == torch.int64
+            self.seen[kind] += len(x)
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def training_step(self, batch, i):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, i):
+            self._step(batch, "val")
+
+        def test_step(self, batch, i):
+            self._step(batch, "test")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = D.build_datamodule("mnist", batch_size=64, test_subset=30)
+    model = Tiny()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    assert model.seen == {"train": 180, "val": 20, "test": 30}

@@ -1,0 +1,203 @@
+"""The integrate-and-fire neuron: the recursion of DESIGN section 2 on exact inputs,
+rate coding with constant input (QCFS equivalence at T = L, convergence to
+clip(x/theta, 0, 1)), reset, statistics, the surrogate gradient and argument checks."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from annsnn import QCFS, IFNeuron, convert, reset_neurons, simulate
+
+from conftest import tiny_loader
+
+
+def run(neuron: IFNeuron, xs) -> torch.Tensor:
+    """Outputs of ``neuron`` for the input sequence ``xs`` (list of tensors), from reset."""
+    neuron.reset()
+    with torch.no_grad():
+        return torch.stack([neuron(x) for x in xs])
+
+
+def test_recursion_by_hand():
+    """theta = 0.5, phi = 0.5, leak = 0.5, at most 2 spikes; x_t/theta = .75, .25, 2.5, -1, 0:
+    u: 1.25 -> n=1 r=.25 | .125+.25=.375 -> 0 | .1875+2.5=2.6875 -> 2 r=.6875 |
+       .34375-1 -> 0 r=-.65625 | -.328125 -> 0."""
+    m = IFNeuron(0.5, max_spikes=2, phi=0.5, leak=0.5)
+    xs = [torch.tensor([v * 0.5]) for v in (0.75, 0.25, 2.5, -1.0, 0.0)]
+    m.reset()
+    outs, res = [], []
+    with torch.no_grad():
+        for x in xs:
+            outs.append(float(m(x)))
+            res.append(float(m.u))
+    assert outs == [0.5, 0.0, 1.0, 0.0, 0.0]
+    assert res == [0.25, 0.375, 0.6875, -0.65625, -0.328125]   # residual, in units of theta
+    assert m.spikes == 3 and m.neuron_steps == 5 and m.max_n == 2
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(L=st.integers(1, 6), phi=st.sampled_from([0.0, 0.5]), leak=st.sampled_from([1.0, 0.5]),
+       log_theta=st.integers(-3, 2), T=st.integers(1, 8),
+       ks=st.lists(st.integers(-128, 512), min_size=8, max_size=8))
+def test_recursion_matches_design_in_exact_arithmetic(L, phi, leak, log_theta, T, ks):
+    """DESIGN: V_1 = phi*theta + x_1, V_t = leak*R_{t-1} + x_t, n_t = clamp(floor(V_t/theta), 0, L),
+    R_t = V_t - n_t*theta, output n_t*theta -- evaluated with Fractions, on dyadic inputs
+    where float32 is exact; the neuron must agree bit for bit."""
+    theta = 2.0 ** log_theta
+    xs = [Fraction(k, 64) * Fraction(theta) for k in ks[:T]]
+    m = IFNeuron(theta, max_spikes=L, phi=phi, leak=leak)
+    got = run(m, [torch.tensor([float(x)]) for x in xs]).flatten().tolist()
+    want, R = [], None
+    th, lk = Fraction(theta), Fraction(leak)
+    for t, x in enumerate(xs):
+        V = Fraction(phi) * th + x if t == 0 else lk * R + x
+        n = min(max(V // th, 0), L)
+        R = V - n * th
+        want.append(float(n * th))
+    assert got == want
+
+
+@pytest.mark.parametrize("L", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("lam", [0.25, 1.0, 2.0])
+def test_single_spike_neuron_over_L_steps_is_qcfs(L, lam):
+    """Exact relation: a single-spike IF neuron with threshold lam and V_1 = lam/2 + x
+    (IFNeuron(lam, 1, phi=0.5)), driven by a constant x for T = L steps, emits
+    N_L = clamp(floor(L*x/lam + 1/2), 0, L) spikes, so its mean output N_L*lam/L equals
+    QCFS(L, lam)(x) = lam * clamp(floor(x*L/lam + 0.5)/L, 0, 1) (QCFS's step is lam/L).
+    lam and L are powers of two and x = lam*k/256, so every operation is exact and the
+    grid contains every QCFS step boundary."""
+    x = lam * torch.arange(-64, 2 * 256 + 1, dtype=torch.float32) / 256
+    neuron = IFNeuron(lam, max_spikes=1, phi=0.5)
+    mean = run(neuron, [x] * L).sum(0) / L
+    q = QCFS(L, lam)
+    with torch.no_grad():
+        assert torch.equal(mean, q(x))
+    exact = lam * torch.clamp(torch.floor(x.double() * L / lam + 0.5), 0, L) / L
+    assert torch.equal(mean.double(), exact)
+
+
+@pytest.mark.parametrize("L", [3, 5, 6, 7, 12])
+def test_single_spike_neuron_over_L_steps_counts_qcfs_levels(L):
+    """For L not a power of two QCFS's own step lam/L is rounded, so compare integers: the
+    spike count over L steps equals QCFS's level clamp(floor(x*L/lam + 0.5), 0, L) (exact in
+    float64 on the grid), and QCFS's output is that level times its step away from the
+    step boundaries (at a boundary QCFS's rounded step may put x one level lower)."""
+    lam = 1.0
+    x = lam * torch.arange(-64, 2 * 256 + 1, dtype=torch.float32) / 256
+    counts = run(IFNeuron(lam, 1, phi=0.5), [x] * L).sum(0) / lam
+    level = torch.clamp(torch.floor(x.double() * L / lam + 0.5), 0, L)
+    assert torch.equal(counts.double(), level)
+    q = QCFS(L, lam)
+    off = (x.double() * L / lam + 0.5) != torch.floor(x.double() * L / lam + 0.5)
+    with torch.no_grad():
+        assert torch.equal(q(x)[off], (q.threshold() * level.float())[off])
+
+
+@pytest.mark.parametrize("L", [1, 2, 4, 8])
+def test_qcfs_conversion_single_layer_exact_at_T_equals_L(L):
+    """convert(..., "qcfs") gives IFNeuron(lam, 1, phi=0.5); with a constant input and an
+    identity readout, the mean SNN output at t = L equals the QCFS ANN's output exactly."""
+    lam = 2.0
+    x = (lam * torch.arange(-32, 2 * 128 + 1, dtype=torch.float32) / 128).reshape(-1, 1)
+    ann = nn.Sequential(QCFS(L, lam), nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        ann[1].weight.fill_(1.0)
+    snn = convert(ann, "qcfs")
+    n = snn[0]
+    assert isinstance(n, IFNeuron) and float(n.theta) == lam and n.phi == 0.5 and n.max_spikes == 1
+    res = simulate(snn, tiny_loader(x, batch_size=len(x)), L, ann=ann, progress=False)
+    assert res.conv_error[L - 1] == 0.0
+    reset_neurons(snn)
+    with torch.no_grad():
+        mean = sum(snn(x) for _ in range(L)) / L
+        assert torch.equal(mean, ann(x))
+
+
+@pytest.mark.parametrize("theta", [0.5, 1.0, 2.0])
+def test_rate_converges_to_clip_within_one_over_T(theta):
+    """IF neuron, V_1 = x (phi = 0), single spike, constant x: N_T = clamp(floor(T*x/theta), 0, T)
+    exactly (dyadic x, exact arithmetic), hence |N_T/T - clip(x/theta, 0, 1)| < 1/T."""
+    x = theta * torch.arange(-512, 1536 + 1, dtype=torch.float32) / 1024
+    target = torch.clamp(x.double() / theta, 0, 1)
+    worst = []
+    for T in (1, 4, 16, 64, 256):
+        N = run(IFNeuron(theta, 1, phi=0.0), [x] * T).sum(0).double() / theta
+        assert torch.equal(N, torch.clamp(torch.floor(T * x.double() / theta), 0, T))
+        err = (N / T - target).abs().max().item()
+        assert err < 1.0 / T
+        worst.append(err)
+    assert worst == sorted(worst, reverse=True) and worst[-1] < 1 / 256
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.5])
+def test_multi_spike_rate_is_finer_steprelu(phi):
+    """Multi-spike neuron (at most L per step), constant x for T steps: N_T = clamp(floor(T*x/theta
+    + phi), 0, L*T), i.e. the mean output is StepReLU with step theta/T and L*T levels."""
+    theta, L = 0.5, 3
+    x = theta * torch.arange(-256, (L + 1) * 256 + 1, dtype=torch.float32) / 256
+    for T in (1, 2, 4, 8):
+        N = run(IFNeuron(theta, L, phi=phi), [x] * T).sum(0).double() / theta
+        assert torch.equal(N, torch.clamp(torch.floor(T * x.double() / theta + phi), 0, L * T))
+
+
+def test_reset_and_stats():
+    g = torch.Generator().manual_seed(0)
+    m = IFNeuron(0.3, max_spikes=4, phi=0.5, leak=0.9)
+    a, b = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    first = run(m, [a, b, a])
+    assert m.neuron_steps == 3 * 35
+    counts = (first / m.theta).round()          # outputs are n * theta
+    assert m.spikes == float(counts.sum())
+    assert m.max_n == float(counts.max()) and 1 <= m.max_n <= 4
+    # after reset the same input sequence gives the same outputs (no state carried over)
+    m(torch.randn(5, 7, generator=g) * 10)
+    again = run(m, [a, b, a])
+    assert torch.equal(first, again)
+    m.reset_stats()
+    assert m.spikes == 0 and m.neuron_steps == 0 and m.max_n == 0
+    m.record = False
+    run(m, [a])
+    assert m.spikes == 0 and m.neuron_steps == 0
+
+
+def test_single_spike_max_n_is_one():
+    m = IFNeuron(1.0, 1)
+    run(m, [torch.tensor([5.0, 0.2])])
+    assert m.max_n == 1.0 and m.spikes == 1
+
+
+@pytest.mark.parametrize("max_spikes", [1, 3])
+def test_surrogate_gradient_window(max_spikes):
+    """surrogate=True: forward unchanged; d out / d x = 1 where 0 <= floor(u) <= max_spikes
+    (u = x/theta + phi at t = 1), 0 elsewhere -- nonzero also for single-spike neurons."""
+    theta = 0.5
+    x = (theta * torch.arange(-16, 8 * (max_spikes + 3)) / 8).requires_grad_(True)
+    m = IFNeuron(theta, max_spikes, phi=0.5)
+    plain = run(m, [x.detach()])[0]
+    m.surrogate = True
+    m.reset()
+    out = m(x)
+    assert torch.equal(out.detach(), plain)
+    out.sum().backward()
+    lev = torch.floor(x.detach() / theta + 0.5)
+    want = ((lev >= 0) & (lev <= max_spikes)).float()
+    assert torch.equal(x.grad, want)
+    assert float(x.grad.sum()) > 0
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(theta=0.0), "> 0"), (dict(theta=-1.0), "> 0"),
+    (dict(theta=1.0, max_spikes=0), ">= 1"), (dict(theta=1.0, max_spikes=1.5), ">= 1"),
+    (dict(theta=1.0, phi=1.0), "[0, 1)"), (dict(theta=1.0, phi=-0.5), "[0, 1)"),
+    (dict(theta=1.0, leak=0.0), "(0, 1]"), (dict(theta=1.0, leak=1.5), "(0, 1]"),
+    (dict(theta=1.0, leak=-0.5), "(0, 1]"),
+])
+def test_neuron_rejects_bad_arguments(kwargs, needle):
+    with pytest.raises(ValueError) as e:
+        IFNeuron(**kwargs)
+    assert needle in str(e.value)

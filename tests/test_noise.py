@@ -1,0 +1,211 @@
+"""Pixel-space noise (annsnn.noise): statistics, identities, seeding, and static vs dynamic
+drawing as seen through annsnn.simulate."""
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from annsnn import convert, simulate
+from annsnn.models import build
+from annsnn.noise import GaussianNoise, SaltPepper, make_perturbation
+
+# MLflow's rule for metric names (mlflow.utils.validation, non-Windows); copied so that
+# annsnn's tests do not import MLflow.
+MLFLOW_METRIC_NAME = re.compile(r"^[/\w.\- :]*$")
+
+
+def gen(seed=0):
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+# ---------------------------------------------------------------- salt and pepper
+
+def test_salt_pepper_s1_is_identity():
+    x = torch.rand(4, 3, 8, 8, generator=gen(1))
+    out = SaltPepper(1.0)(x, gen())
+    assert torch.equal(out, x)
+
+
+def test_salt_pepper_s0_every_pixel_black_or_white():
+    x = torch.rand(8, 3, 16, 16, generator=gen(1)) * 0.8 + 0.1
+    out = SaltPepper(0.0)(x, gen())
+    assert bool(((out == 0) | (out == 1)).all())
+    assert 0 < float(out.mean()) < 1          # both colours occur
+
+
+def test_salt_pepper_statistics_at_s09():
+    s = 0.9
+    x = torch.full((64, 1, 64, 64), 0.5)      # any change is visible: 0.5 -> 0 or 1
+    out = SaltPepper(s)(x, gen(3))
+    n = x.numel()
+    changed = out != 0.5
+    k = int(changed.sum())
+    p = 1 - s
+    assert abs(k / n - p) <= 3 * math.sqrt(p * (1 - p) / n)
+    white = int((out == 1).sum())
+    black = int((out == 0).sum())
+    assert white + black == k
+    assert abs(white - k / 2) <= 3 * math.sqrt(k) / 2
+
+
+def test_salt_pepper_mask_shared_across_channels():
+    x = torch.rand(16, 3, 32, 32, generator=gen(2)) * 0.9 + 0.05   # never exactly 0 or 1
+    out = SaltPepper(0.7)(x, gen(5))
+    same = (out == x).all(1)
+    black = (out == 0).all(1)
+    white = (out == 1).all(1)
+    assert bool((same | black | white).all())                # each position: all or nothing
+    assert int(same.sum()) > 0 and int(black.sum()) > 0 and int(white.sum()) > 0
+
+
+def test_salt_pepper_rejects_out_of_range():
+    for s in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            SaltPepper(s)
+
+
+# ---------------------------------------------------------------- gaussian
+
+def test_gaussian_sigma0_is_identity():
+    x = torch.rand(4, 3, 8, 8, generator=gen(1))
+    out = GaussianNoise(0.0)(x, gen())
+    assert torch.equal(out, x)
+
+
+def test_gaussian_range_and_scale():
+    x = torch.rand(32, 3, 16, 16, generator=gen(1))
+    out = GaussianNoise(0.5)(x, gen())
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert bool((out == 0).any()) and bool((out == 1).any())  # clipping happened
+    mid = torch.full((64, 1, 32, 32), 0.5)
+    d = GaussianNoise(0.05)(mid, gen(4)) - mid                # clipping at 10 sigma: never
+    assert abs(float(d.mean())) < 0.001
+    assert abs(float(d.std()) - 0.05) < 0.001
+
+
+def test_gaussian_rejects_negative_sigma():
+    with pytest.raises(ValueError, match=">= 0"):
+        GaussianNoise(-0.1)
+
+
+@pytest.mark.parametrize("p", [GaussianNoise(0.2), SaltPepper(0.8)])
+def test_same_seed_same_draw_other_seed_other_draw(p):
+    x = torch.rand(4, 3, 8, 8, generator=gen(1))
+    assert torch.equal(p(x, gen(7)), p(x, gen(7)))
+    assert not torch.equal(p(x, gen(7)), p(x, gen(8)))
+    g = gen(7)
+    assert not torch.equal(p(x, g), p(x, g))                  # one generator: fresh draws
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("p", [GaussianNoise(0.2), SaltPepper(0.8)])
+def test_draw_does_not_depend_on_device(p):
+    x = torch.rand(4, 3, 8, 8, generator=gen(1))
+    on_gpu = p(x.cuda(), gen(7))
+    assert on_gpu.device.type == "cuda"
+    assert torch.allclose(on_gpu.cpu(), p(x, gen(7)), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- factory and names
+
+def test_factory_and_names():
+    g = make_perturbation("gaussian", 0.1, True)
+    assert isinstance(g, GaussianNoise) and g.dynamic and g.sigma == 0.1
+    assert g.name == "gaussian/sigma_0.1/dynamic"
+    sp = make_perturbation("salt_pepper", 0.9, False)
+    assert isinstance(sp, SaltPepper) and not sp.dynamic and sp.s == 0.9
+    assert sp.name == "salt_pepper/s_0.9/static"
+    assert make_perturbation("gaussian", 0.1, True) == g
+    for p in (g, sp, make_perturbation("gaussian", 1e-5), make_perturbation("salt_pepper", 1)):
+        assert MLFLOW_METRIC_NAME.match(p.name), p.name
+
+
+def test_factory_errors_name_the_allowed_range():
+    with pytest.raises(ValueError, match="gaussian.*salt_pepper"):
+        make_perturbation("speckle", 0.1, False)
+    with pytest.raises(ValueError, match="sigma must be .*>= 0"):
+        make_perturbation("gaussian", -1.0, False)
+    with pytest.raises(ValueError, match=r"s must lie in \[0, 1\]"):
+        make_perturbation("salt_pepper", 1.1, False)
+
+
+# ---------------------------------------------------------------- through simulate
+
+class Recorder:
+    """Wraps a perturbation and records what it returns (and so how often it is called)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.dynamic = inner.dynamic
+        self.outputs: list[torch.Tensor] = []
+
+    def __call__(self, x, generator):
+        out = self.inner(x, generator)
+        self.outputs.append(out.clone())
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny_snn():
+    torch.manual_seed(0)
+    ann = build("cnn-small", dict(name="steprelu", theta=0.1, L=4), 10, 1, 28, width=4).eval()
+    return convert(ann, "steprelu")
+
+
+def _loader():
+    g = gen(11)
+    return [(torch.rand(5, 1, 28, 28, generator=g), torch.randint(0, 10, (5,), generator=g))
+            for _ in range(2)]
+
+
+def _run(snn, perturbation, seed, T=3):
+    rec = Recorder(perturbation)
+    seen = []
+    handle = snn.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    try:
+        res = simulate(snn, _loader(), T, perturb=rec, seed=seed, progress=False)
+    finally:
+        handle.remove()
+    seen = [s for s in seen if s.shape[0] == 5]   # drop simulate's one-image operation count
+    return res, rec.outputs, seen
+
+
+@pytest.mark.parametrize("kind,level", [("gaussian", 0.3), ("salt_pepper", 0.7)])
+def test_static_noise_drawn_once_per_batch_and_repeated(tiny_snn, kind, level):
+    T, batches = 3, 2
+    res, drawn, seen = _run(tiny_snn, make_perturbation(kind, level, dynamic=False), seed=0, T=T)
+    assert len(drawn) == batches
+    assert len(seen) == batches * T
+    for b in range(batches):
+        for t in range(T):
+            assert torch.equal(seen[b * T + t], drawn[b])   # the same draw at every step
+    assert not torch.equal(drawn[0], _loader()[0][0])
+
+
+@pytest.mark.parametrize("kind,level", [("gaussian", 0.3), ("salt_pepper", 0.7)])
+def test_dynamic_noise_redrawn_every_step(tiny_snn, kind, level):
+    T, batches = 3, 2
+    res, drawn, seen = _run(tiny_snn, make_perturbation(kind, level, dynamic=True), seed=0, T=T)
+    assert len(drawn) == batches * T
+    assert len(seen) == batches * T
+    for a, b in zip(drawn, seen):
+        assert torch.equal(a, b)
+    for b in range(batches):
+        steps = drawn[b * T:(b + 1) * T]
+        assert all(not torch.equal(steps[i], steps[i + 1]) for i in range(T - 1))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_simulate_seed_reproducible(tiny_snn, dynamic):
+    p = make_perturbation("gaussian", 0.3, dynamic)
+    r1, d1, _ = _run(tiny_snn, p, seed=5)
+    r2, d2, _ = _run(tiny_snn, p, seed=5)
+    r3, d3, _ = _run(tiny_snn, p, seed=6)
+    assert all(torch.equal(a, b) for a, b in zip(d1, d2))
+    assert torch.equal(r1.predictions, r2.predictions) and r1.acc == r2.acc
+    assert r1.sops == r2.sops and r1.firing_rate == r2.firing_rate
+    assert not any(torch.equal(a, b) for a, b in zip(d1, d3))
+    assert r1.sops != r3.sops      # different inputs -> different spike counts
