@@ -9,6 +9,8 @@ neither.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -28,8 +30,8 @@ def check_phi(phi) -> float:
 
 def check_theta(theta) -> float:
     value = float(theta)
-    if not value > 0.0:
-        raise ValueError(f"theta (threshold) must be > 0, got {theta!r}")
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"theta (threshold) must be finite and > 0, got {theta!r}")
     return value
 
 

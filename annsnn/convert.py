@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -64,17 +65,39 @@ LINEAR_LEAVES = (
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
              nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 
-# Functions / tensor methods that are nonlinear: inside a forward they bypass conversion.
-_BANNED_FUNCTIONS = {
-    F.relu, F.relu_, F.relu6, F.gelu, F.silu, F.elu, F.selu, F.celu, F.leaky_relu, F.hardtanh,
-    F.hardswish, F.hardsigmoid, F.mish, F.softplus, F.sigmoid, F.tanh, F.prelu, F.glu,
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d, torch.relu, torch.relu_, torch.sigmoid, torch.tanh, torch.clamp,
-    torch.clip, torch.maximum, torch.minimum, torch.max, torch.min, torch.floor, torch.round,
-    torch.abs, torch.exp,
+# Functions and tensor methods allowed inside a forward(): linear (or shape-only) operations,
+# which act identically on the ANN's activations and the SNN's spike outputs. Everything
+# else (F.relu, x.clamp(), torch.max, x * y, ...) would bypass conversion and is refused.
+_LINEAR_FUNCTIONS = {
+    operator.add, operator.sub, operator.neg, operator.pos, operator.getitem, getattr,
+    torch.add, torch.sub, torch.neg, torch.cat, torch.stack, torch.flatten, torch.reshape,
+    torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute, torch.mean, torch.sum,
+    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d, F.dropout, F.pad, F.linear, F.conv1d, F.conv2d, F.conv3d,
 }
-_BANNED_METHODS = {"relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_", "clip", "max", "min",
-                   "floor", "round", "abs", "exp", "maximum", "minimum"}
+_SCALAR_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div}  # linear with a number
+_LINEAR_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "add", "sub", "neg", "mean",
+                   "sum", "permute", "transpose", "unsqueeze", "squeeze", "expand", "expand_as",
+                   "view_as", "unflatten", "dim", "float", "to"}
+_SCALAR_METHODS = {"mul", "div"}
+
+
+def _is_linear_call(node: torch.fx.Node) -> bool:
+    if node.op == "call_function":
+        if node.target in _LINEAR_FUNCTIONS:
+            return True
+        targets, args = _SCALAR_FUNCTIONS, node.args
+    elif node.op == "call_method":
+        if node.target in _LINEAR_METHODS:
+            return True
+        targets, args = _SCALAR_METHODS, node.args
+    else:
+        return True
+    if node.target in targets and len(args) == 2:
+        # x * c and x / c are linear; x * y (two tensors) and c / x are not
+        return not isinstance(args[1], torch.fx.Node) or (
+            node.target in (operator.mul, torch.mul, "mul") and not isinstance(args[0], torch.fx.Node))
+    return False
 
 
 def _get_method(method: str) -> Method:
@@ -137,6 +160,10 @@ def check_convertible(model: nn.Module, method: str, graph: torch.fx.Graph | Non
                                       "pass unchanged, which no spiking neuron with at most L spikes "
                                       "per step reproduces; train with clip=True")
             continue
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats:
+            raise ConversionError(f"layer '{label}' is BatchNorm without running statistics: in eval "
+                                  "mode it normalises with each batch's statistics, which depends on "
+                                  "the batch and cannot be folded; use track_running_stats=True")
         if isinstance(m, IFNeuron):
             raise ConversionError(f"layer '{label}' is already a spiking neuron; convert the ANN instead")
         if next(m.children(), None) is None and not isinstance(m, LINEAR_LEAVES):
@@ -149,13 +176,12 @@ def check_convertible(model: nn.Module, method: str, graph: torch.fx.Graph | Non
     for node in graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
-        elif node.op == "call_function" and node.target in _BANNED_FUNCTIONS:
-            raise ConversionError(f"{_node_owner(node)} applies a nonlinear function outside an "
-                                  "activation module, so conversion cannot replace it; use an "
-                                  "activation module (nn.ReLU / QCFS / StepReLU) instead")
-        elif node.op == "call_method" and node.target in _BANNED_METHODS:
-            raise ConversionError(f"{_node_owner(node)} applies Tensor.{node.target}() outside an "
-                                  "activation module; use an activation module instead")
+        elif not _is_linear_call(node):
+            what = f"Tensor.{node.target}()" if node.op == "call_method" else "a function"
+            raise ConversionError(f"{_node_owner(node)} applies {what} that is not linear outside "
+                                  "an activation module, so conversion cannot replace it exactly; "
+                                  "use an activation module (nn.ReLU / QCFS / StepReLU) or a "
+                                  "linear layer instead")
     for target, n in calls.items():
         if n > 1 and isinstance(model.get_submodule(target), ACTIVATION_TYPES):
             raise ConversionError(f"activation layer '{target}' is called {n} times in forward(); a "

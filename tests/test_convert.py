@@ -312,3 +312,54 @@ def test_untraceable_model_falls_back_and_stays_exact():
     with torch.no_grad():
         annsnn.reset_neurons(snn)
         assert torch.equal(snn(x), ref(x))
+
+
+# ----------------------------------------------------------------------------- allow-list of functional ops
+
+class _Product(nn.Module):
+    """Multiplies two activations: nonlinear, so conversion must refuse it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.gate_act = StepReLU(0.1, 4)
+
+    def forward(self, x):
+        h = self.gate_act(self.lin(x))
+        return h * h
+
+
+class _Scaled(nn.Module):
+    """Scales by a constant and adds a residual: linear, so conversion stays exact."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.act = StepReLU(0.1, 4)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.act(self.lin(x))
+        return self.out(0.5 * h + h / 4 - h.mean(dim=1, keepdim=True))
+
+
+def test_product_of_tensors_is_refused():
+    with pytest.raises(ConversionError, match="not linear"):
+        convert(_Product(), "steprelu")
+
+
+def test_linear_functional_ops_are_accepted_and_exact():
+    torch.manual_seed(3)
+    net = _Scaled().eval()
+    snn = convert(net, "steprelu")
+    x = torch.randn(16, 4)
+    annsnn.reset_neurons(snn)
+    with torch.no_grad():
+        assert torch.equal(snn(x), net(x))
+
+
+def test_batchnorm_without_running_stats_is_refused():
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, track_running_stats=False),
+                        StepReLU(0.1, 4), nn.Linear(4, 2))
+    with pytest.raises(ConversionError, match="running statistics"):
+        convert(net, "steprelu")

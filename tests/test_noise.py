@@ -8,6 +8,8 @@ import re
 import pytest
 import torch
 
+from annsnn.neurons import IFNeuron
+
 from annsnn import convert, simulate
 from annsnn.models import build
 from annsnn.noise import GaussianNoise, SaltPepper, make_perturbation
@@ -161,27 +163,42 @@ def _loader():
             for _ in range(2)]
 
 
-def _run(snn, perturbation, seed, T=3):
+def _run(snn, perturbation, seed, T=3, current=None):
+    """Record the images the SNN's first layer receives (``seen``) and, optionally, the
+    input current of its first spiking layer at every step (``current``)."""
     rec = Recorder(perturbation)
     seen = []
-    handle = snn.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    handles = [snn[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))]
+    if current is not None:
+        neuron = next(m for m in snn.modules() if isinstance(m, IFNeuron))
+        handles.append(neuron.register_forward_pre_hook(lambda m, args: current.append(args[0].clone())))
     try:
         res = simulate(snn, _loader(), T, perturb=rec, seed=seed, progress=False)
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     seen = [s for s in seen if s.shape[0] == 5]   # drop simulate's one-image operation count
+    if current is not None:
+        current[:] = [c for c in current if c.shape[0] == 5]
     return res, rec.outputs, seen
 
 
 @pytest.mark.parametrize("kind,level", [("gaussian", 0.3), ("salt_pepper", 0.7)])
 def test_static_noise_drawn_once_per_batch_and_repeated(tiny_snn, kind, level):
     T, batches = 3, 2
-    res, drawn, seen = _run(tiny_snn, make_perturbation(kind, level, dynamic=False), seed=0, T=T)
+    current = []
+    res, drawn, seen = _run(tiny_snn, make_perturbation(kind, level, dynamic=False), seed=0, T=T,
+                            current=current)
     assert len(drawn) == batches
-    assert len(seen) == batches * T
+    # the static image enters the network once per batch (its input current is reused) ...
+    assert len(seen) == batches
     for b in range(batches):
-        for t in range(T):
-            assert torch.equal(seen[b * T + t], drawn[b])   # the same draw at every step
+        assert torch.equal(seen[b], drawn[b])
+    # ... and the first spiking layer receives the same current at every step
+    assert len(current) == batches * T
+    for b in range(batches):
+        for t in range(1, T):
+            assert torch.equal(current[b * T + t], current[b * T])
     assert not torch.equal(drawn[0], _loader()[0][0])
 
 

@@ -1,0 +1,156 @@
+"""Speed benchmark: every figure a ratio of two timings taken in the same run (median of repeats).
+
+    python -m bench speed [--quick]      -> prints a table, writes results/speed.md
+
+1. training step (forward + backward + SGD) with StepReLU / with ReLU, same net and batch;
+2. StepReLU forward+backward against a per-level masked formulation (one masked
+   assignment per level, as the authors' released code does);
+3. simulate(T) / (T x one ANN forward) for single- and multi-spike SNNs;
+4. images per second of the smoke evaluation stage, and the smoke wall time.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from annsnn import StepReLU, convert, simulate
+from annsnn.models import build
+from lightning_modules import tracking
+
+NETS = {"cnn-small": (1, 28, {"width": 16}, 256), "resnet20": (3, 32, {}, 64), "vgg16": (3, 32, {}, 32)}
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _net(arch, act, c, size, kw):
+    torch.manual_seed(0)
+    return build(arch, act, 10, c, size, mean=[0.5] * c, std=[0.25] * c, **kw)
+
+
+def train_step_ratio(repeats):
+    rows = []
+    for arch, (c, size, kw, bs) in NETS.items():
+        x, y = torch.rand(bs, c, size, size), torch.randint(0, 10, (bs,))
+        times = {}
+        for act in ("relu", {"name": "steprelu", "theta": 0.05, "L": 20}):
+            m = _net(arch, act, c, size, kw).train()
+            opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(m(x), y).backward()
+                opt.step()
+            times["relu" if act == "relu" else "steprelu"] = _median_time(step, repeats)
+        rows.append((arch, bs, times["relu"], times["steprelu"], times["steprelu"] / times["relu"]))
+    return rows
+
+
+def per_level_steprelu(x, theta, L, phi):
+    """The straightforward formulation: one masked assignment per level, STE backward."""
+    u = x / theta + phi
+    y = torch.zeros_like(x)
+    for k in range(1, L + 1):
+        y[u >= k] = k * theta
+    inside = (u >= 0) & (u < L + 1)
+    return y.detach() + (x - x.detach()) * inside
+
+
+def activation_speedup(repeats):
+    x0 = torch.randn(128, 64, 32, 32) * 0.5
+    act = StepReLU(0.05, 20)
+    out = {}
+    for name, f in (("steprelu", lambda x: act(x)), ("per-level", lambda x: per_level_steprelu(x, act.theta, 20, 0.0))):
+        x = x0.clone().requires_grad_(True)
+
+        def run():
+            f(x).sum().backward()
+        out[name] = _median_time(run, repeats)
+    return out
+
+
+def simulate_ratio(repeats, Ts=(1, 4, 16, 32)):
+    rows = []
+    for arch, (c, size, kw, bs) in NETS.items():
+        ann = _net(arch, {"name": "steprelu", "theta": 0.05, "L": 20}, c, size, kw).eval()
+        x = torch.rand(bs, c, size, size)
+        loader = DataLoader(TensorDataset(x, torch.zeros(bs, dtype=torch.long)), batch_size=bs)
+        with torch.inference_mode():
+            fwd = _median_time(lambda: ann(x), repeats)
+        for method in ("steprelu", "steprelu-single"):
+            snn = convert(ann, method)
+            for T in Ts:
+                t = _median_time(lambda: simulate(snn, loader, T, progress=False), max(1, repeats // 2))
+                rows.append((arch, method, T, t, t / (T * fwd)))
+    return rows
+
+
+def smoke_stage():
+    root = tracking.PROJECT_ROOT
+    man = root / "results" / "smoke" / "manifest.json"
+    ckpt = root / "runs" / "smoke" / "seed0" / "steprelu" / "last.ckpt"
+    out = {"smoke_wall_s": json.loads(man.read_text())["wall_seconds"] if man.exists() else None}
+    if ckpt.exists():
+        from lightning_modules.data import build_datamodule
+        from lightning_modules.module import ANNClassifier
+        ann = ANNClassifier.load_from_checkpoint(ckpt, map_location="cpu").model.eval()
+        dm = build_datamodule("fashion-mnist", eval_batch_size=500)
+        dm.prepare_data()
+        dm.setup("test")
+        snn = convert(ann, "steprelu")
+        t = time.perf_counter()
+        res = simulate(snn, dm.test_dataloader(), 32, progress=False)
+        dt = time.perf_counter() - t
+        out.update(smoke_images=res.n_images, smoke_eval_s=dt, smoke_images_per_s=res.n_images / dt)
+    return out
+
+
+def main(quick: bool = False) -> int:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    reps = 3 if quick else 7
+    train = train_step_ratio(reps)
+    act = activation_speedup(reps)
+    sim = simulate_ratio(reps, (1, 4) if quick else (1, 4, 16, 32))
+    smoke = smoke_stage()
+    lines = ["# Speed", "",
+             f"Machine: {platform.platform()}, {torch.get_num_threads()} torch threads; commit "
+             f"`{tracking.git_commit()}`; versions {json.dumps(tracking.versions())}. Every figure is a "
+             f"ratio of medians over {reps} repeats measured in this one run.", "",
+             "## 1. Training step, StepReLU / ReLU (target <= 1.15)", "",
+             "| net | batch | ReLU s | StepReLU s | ratio |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {r:.4f} | {s:.4f} | {q:.3f} |" for a, b, r, s, q in train]
+    lines += ["", "## 2. StepReLU forward+backward vs per-level masked formulation (L = 20)", "",
+              f"fused: {act['steprelu']:.4f} s, per-level: {act['per-level']:.4f} s, "
+              f"speed-up {act['per-level'] / act['steprelu']:.2f}x", "",
+              "## 3. simulate(T) / (T x ANN forward) (target <= 1.10 for T >= 4)", "",
+              "| net | method | T | simulate s | ratio |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {m} | {T} | {t:.4f} | {q:.3f} |" for a, m, T, t, q in sim]
+    lines += ["", "## 4. Smoke evaluation stage", ""]
+    if "smoke_images_per_s" in smoke:
+        lines.append(f"steprelu SNN on the trained smoke model, {smoke['smoke_images']} test images x 32 steps: "
+                     f"{smoke['smoke_eval_s']:.1f} s = {smoke['smoke_images_per_s']:.0f} images/s")
+    else:
+        lines.append("no smoke checkpoint found (run ./reproduce.sh first)")
+    lines.append(f"smoke preset wall time (results/smoke/manifest.json): {smoke['smoke_wall_s']} s")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not quick:
+        out = tracking.PROJECT_ROOT / "results" / "speed.md"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(text)
+        print(f"written {out}")
+    return 0

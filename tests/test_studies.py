@@ -1,0 +1,387 @@
+"""Optuna studies: storages, workers sharing one study, crashed workers, DDP, bad input, smoke.
+
+Workers are real processes (``python -m studies.toy`` / ``studies.leak_timestep``), as on a
+cluster; the toy study has no data or model so that these tests measure the coordination only.
+The PostgreSQL tests start a throwaway server on 127.0.0.1 (CI installs Debian's postgresql).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from studies import storage as st
+from studies import workers as W
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not FASHION.is_dir(),
+                                   reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def toy(storage: str, *args: str, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "studies.toy", "--storage", storage, "--study-name", "s",
+           "--poll", "0.3", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def finish(p: subprocess.Popen, timeout: float = 90) -> str:
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        pytest.fail(f"worker timed out:\n{out[-3000:]}")
+    assert p.returncode == 0, out[-3000:]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- PostgreSQL server
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL binaries absent (/usr/lib/postgresql/*/bin/initdb): "
+                    "apt-get install postgresql")
+    bindir = Path(bins[-1]).parent
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        runuser = shutil.which("runuser")
+        if not runuser:
+            pytest.skip("running as root and runuser (util-linux) is missing")
+        as_user = [runuser, "-u", "postgres", "--"]
+    tmp = Path(tempfile.mkdtemp(prefix="studies-pg-"))
+    data, log = tmp / "data", tmp / "server.log"
+    if as_user:
+        os.chown(tmp, pw.pw_uid, pw.pw_gid)
+    port = free_port()
+
+    def run(*cmd, check=True):
+        return subprocess.run([*as_user, *map(str, cmd)], capture_output=True, text=True, check=check,
+                              timeout=120)
+    try:
+        run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "start", "-o",
+            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off")
+    except subprocess.CalledProcessError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL: {e.stdout}\n{e.stderr}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fresh_pg_db(url: str, name: str) -> str:
+    """A new database per test, so tests share the server but not the study."""
+    import sqlalchemy
+    eng = sqlalchemy.create_engine(st.sqlalchemy_url(url), isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+# ----------------------------------------------------------------------------- storages
+
+def test_storage_forms(tmp_path):
+    assert st.kind_of(f"sqlite:///{tmp_path}/a.db") == "sqlite"
+    assert st.kind_of(str(tmp_path / "a.journal")) == "journal"
+    assert st.kind_of(f"journal:{tmp_path}/any-name") == "journal"
+    assert st.kind_of("postgresql://u:p@h:5432/db") == "postgresql"
+    assert st.kind_of(None) == "sqlite" and st.DEFAULT_STORAGE.endswith("/optuna.db")
+    s = st.make_storage(f"journal:{tmp_path}/sub/x.log", heartbeat_interval=5, grace_period=20)
+    assert isinstance(s, st.HeartbeatJournalStorage) and s.get_heartbeat_interval() == 5
+    assert isinstance(s.get_heartbeat_stale_trial_callback(), optuna.storages.RetryHeartbeatStaleTrialCallback)
+    r = st.make_storage(f"sqlite:///{tmp_path}/a.db", heartbeat_interval=5, grace_period=20)
+    assert isinstance(r, optuna.storages.RDBStorage) and r.get_heartbeat_interval() == 5
+
+
+@pytest.mark.parametrize("url", ["mysql://u:pw@host/db", "redis://localhost:6379", "optuna.db",
+                                 "http://example.org/study"])
+def test_unknown_storage_scheme(url):
+    with pytest.raises(ValueError) as e:
+        st.make_storage(url)
+    msg = str(e.value)
+    assert "sqlite:///" in msg and "journal:PATH" in msg and "postgresql://" in msg, msg
+    assert "pw" not in msg  # no password in messages
+
+
+def test_unreachable_database():
+    url = f"postgresql://optuna:s3cret@127.0.0.1:{free_port()}/optuna"
+    t = time.monotonic()
+    with pytest.raises(st.StorageError) as e:
+        st.make_storage(url)
+    msg = str(e.value)
+    assert f"postgresql://optuna:***@127.0.0.1:{url.split(':')[3].split('/')[0]}/optuna" in msg, msg
+    assert "s3cret" not in msg and "cannot open the Optuna storage" in msg
+    assert "\n" not in msg and "Traceback" not in msg
+    assert time.monotonic() - t < 30
+
+
+def test_cli_reports_bad_storage_cleanly(tmp_path):
+    """The command line: one 'error:' line, exit code 2, no traceback."""
+    for url, want in [("ftp://host/x", "unknown storage scheme 'ftp:'"),
+                      (f"postgresql://u:pw@127.0.0.1:{free_port()}/db", "cannot open the Optuna storage")]:
+        p = subprocess.run([sys.executable, "-m", "studies.toy", "--storage", url], cwd=ROOT,
+                           env=env(), capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and want in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_guard_stops_surplus_trials():
+    """Two workers raced past the budget check: the later trial (by number) is surplus."""
+    study = optuna.create_study()
+    budget = W.ExactBudget(2, poll=0.01)
+    a, b, c = study.ask(), study.ask(), study.ask()     # three started, budget two
+    budget.guard(a)
+    budget.guard(b)
+    with pytest.raises(W.SurplusTrial):
+        budget.guard(c)
+    assert c.user_attrs["surplus"] is True
+    study.tell(c, state=TrialState.FAIL)
+    study.tell(a, 1.0)
+    study.tell(b, 2.0)
+    assert not budget.slot_available(study)       # two complete: done, returns at once
+    assert W.ExactBudget(4, poll=0.01).slot_available(study)   # two complete, two slots free
+
+
+# ----------------------------------------------------------------------------- workers
+
+def check_exact(storage, n: int, workers: int = 2) -> list:
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == n
+    numbers = [t.number for t in trials]
+    assert len(set(numbers)) == len(numbers) == len(trials)
+    assert all(t.value is not None and t.value == (t.params["x"] - 1) ** 2 + t.params["y"]
+               for t in complete)
+    others = [t for t in trials if t.state != TrialState.COMPLETE]
+    assert all(t.state == TrialState.FAIL and t.user_attrs.get("surplus") for t in others), others
+    assert len({t.user_attrs["pid"] for t in complete}) == workers, "both workers should run trials"
+    return trials
+
+
+def test_two_workers_journal(tmp_path):
+    url = str(tmp_path / "study.journal")
+    out = finish(toy(url, "--n-trials", "10", "--workers", "2", "--sleep", "0.5"))
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["finished"] == 10
+    check_exact(st.make_storage(url), 10)
+
+
+def test_two_workers_postgresql(postgres_url):
+    url = fresh_pg_db(postgres_url, "two_workers")
+    finish(toy(url, "--n-trials", "10", "--workers", "2", "--sleep", "0.5"))
+    check_exact(st.make_storage(url), 10)
+
+
+def wait_for_running(storage, pid: int, timeout: float = 60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            study = optuna.load_study(study_name="s", storage=storage)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.user_attrs.get("pid") == pid and "y" in t.params:
+                    return t
+        except KeyError:  # study not created yet
+            pass
+        time.sleep(0.2)
+    pytest.fail("the slow worker never started a trial")
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_killed_worker_trial_is_retried(kind, tmp_path, request):
+    url = (str(tmp_path / "study.journal") if kind == "journal"
+           else fresh_pg_db(request.getfixturevalue("postgres_url"), "killed_worker"))
+    beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
+    slow = toy(url, "--role", "worker", "--n-trials", "4", "--sleep", "60", *beat)
+    storage = st.make_storage(url, heartbeat_interval=1, grace_period=3)
+    victim = wait_for_running(storage, slow.pid)
+    time.sleep(1.2)                              # at least one heartbeat recorded
+    os.kill(slow.pid, signal.SIGKILL)            # dies in the middle of its trial
+    slow.communicate()
+    fast = toy(url, "--role", "worker", "--n-trials", "4", "--sleep", "0.05", *beat)
+    finish(fast, timeout=90)
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == dead.params
+    assert retried[0].user_attrs["pid"] == fast.pid
+    assert len(trials) == 5
+
+
+# ----------------------------------------------------------------------------- DDP
+
+@needs_fashion
+def test_ddp_two_cpu_processes_agree(tmp_path):
+    from studies import train_hparams as TH
+    dm = TH.subset_datamodule("fashion-mnist", "/usr/share/datasets", batch_size=32,
+                              train_subset=128, val_subset=64)
+    hp = {"theta": 0.05, "L": 8, "lr": 0.05, "weight_decay": 1e-4}
+    module, trainer = TH.train_once(hp, dm, arch_kwargs={"width": 4}, epochs=1, ddp_cpu=2,
+                                    callbacks=[TH.RankValAcc(tmp_path)])
+    recs = {r: [json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()]
+            for r in (0, 1)}
+    assert all(len(v) == 1 and v[0]["world_size"] == 2 for v in recs.values()), recs
+    assert recs[1][0]["val_acc"] == recs[0][0]["val_acc"], recs
+    # the launching process got rank 0's metrics and trained weights back
+    assert float(trainer.callback_metrics["val_acc"]) == pytest.approx(recs[0][0]["val_acc"])
+    assert trainer.strategy.process_group_backend == "gloo"
+    from lightning_modules.callbacks import accuracy
+    assert accuracy(module.model, dm.val_dataloader()) == pytest.approx(recs[0][0]["val_acc"], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def make_ckpt(path: Path, dataset: str = "fashion-mnist", activation: str = "steprelu",
+              width: int = 4, **over) -> Path:
+    """A Lightning-format ANNClassifier checkpoint with random weights (no training needed)."""
+    import lightning
+
+    from lightning_modules.data import DATASETS
+    from lightning_modules.module import ANNClassifier
+    info = DATASETS[dataset]
+    act = {"name": "steprelu", "theta": 0.1, "L": 8, "phi": 0.0} if activation == "steprelu" \
+        else {"name": activation}
+    torch.manual_seed(0)
+    m = ANNClassifier(arch="cnn-small", activation=act, num_classes=info.num_classes,
+                      in_channels=info.in_channels, image_size=info.image_size, mean=info.mean,
+                      std=info.std, arch_kwargs={"width": width}, epochs=1)
+    hp = dict(m.hparams)
+    hp.update(over)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": m.state_dict(), "hyper_parameters": hp, "epoch": 0, "global_step": 0,
+                "pytorch-lightning_version": lightning.__version__}, path)
+    return path
+
+
+def test_checkpoint_mismatches(tmp_path):
+    from studies.leak_timestep import CheckpointError, load_ann
+    cifar = make_ckpt(tmp_path / "c.ckpt", dataset="cifar10")
+    with pytest.raises(CheckpointError) as e:
+        load_ann(cifar, "fashion-mnist", "steprelu")
+    msg = str(e.value)
+    assert "does not match dataset 'fashion-mnist'" in msg and "in_channels=3" in msg and "image_size=32" in msg
+    assert "--dataset cifar10" in msg
+    fmnist = make_ckpt(tmp_path / "f.ckpt")                          # same shapes as MNIST
+    with pytest.raises(CheckpointError, match=r"normalisation.*looks like a fashion-mnist"):
+        load_ann(fmnist, "mnist", "steprelu")
+    relu = make_ckpt(tmp_path / "r.ckpt", activation="relu")
+    with pytest.raises(CheckpointError, match=r"activation 'relu'.*--method maxnorm or robustnorm"):
+        load_ann(relu, "fashion-mnist", "steprelu")
+    wrong_arch = make_ckpt(tmp_path / "w.ckpt", arch_kwargs={"width": 8})   # weights are width 4
+    with pytest.raises(CheckpointError, match=r"does not match the cnn-small network"):
+        load_ann(wrong_arch, "fashion-mnist", "steprelu")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_ann(tmp_path / "missing.ckpt", "fashion-mnist", "steprelu")
+    ann, hp = load_ann(fmnist, "fashion-mnist", "steprelu")
+    assert hp["arch"] == "cnn-small" and not ann.training
+
+
+def test_cli_checkpoint_mismatch_is_one_line(tmp_path, capsys):
+    from studies import leak_timestep as LT
+    ckpt = make_ckpt(tmp_path / "c.ckpt", dataset="cifar10")
+    rc = LT.main(["--checkpoint", str(ckpt), "--storage", str(tmp_path / "s.journal")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: checkpoint") and "does not match dataset" in err
+    assert "Traceback" not in err
+
+
+def test_parse_options():
+    from studies.leak_timestep import parse_objectives, parse_perturbation
+    assert parse_objectives("acc,T") == ["acc", "T"] and parse_objectives("acc") == ["acc"]
+    with pytest.raises(ValueError, match="valid are acc, acc,T, acc,energy"):
+        parse_objectives("T")
+    p = parse_perturbation("salt_pepper:0.9:dynamic")
+    assert p.dynamic and p.s == 0.9
+    assert not parse_perturbation("gaussian:0.1").dynamic and parse_perturbation("none") is None
+    for bad in ("gaussian", "uniform:0.1", "gaussian:x", "salt_pepper:0.9:sometimes", "salt_pepper:2"):
+        with pytest.raises(ValueError):
+            parse_perturbation(bad)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@needs_fashion
+def test_leak_timestep_smoke(tmp_path):
+    ckpt = make_ckpt(tmp_path / "runs" / "smoke" / "seed0" / "steprelu" / "last.ckpt")
+    journal, out, mldb = tmp_path / "study.journal", tmp_path / "out", tmp_path / "mlflow.db"
+    e = env()
+    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{mldb}"
+    cmd = [sys.executable, "-m", "studies.leak_timestep", "--checkpoint", str(ckpt),
+           "--data-dir", "/usr/share/datasets", "--storage", str(journal), "--n-trials", "4",
+           "--workers", "2", "--val-subset", "64", "--test-subset", "100", "--T-max", "4",
+           "--objectives", "acc,T", "--perturbation", "salt_pepper:0.9:dynamic", "--out", str(out),
+           "--poll", "0.3"]
+    p = subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    md = (out / "study.md").read_text()
+    assert (out / "pareto.png").stat().st_size > 10_000
+    assert "Pareto front" in md and "salt_pepper/s_0.9/dynamic" in md and "| trial |" in md
+    data = json.loads((out / "study.json").read_text())
+    name = data["study_name"]
+    assert name.startswith("leak_timestep-smoke-steprelu-acc_T-")
+    study = optuna.load_study(study_name=name, storage=st.make_storage(str(journal)))
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and all(len(t.values) == 2 for t in complete)
+    assert all(0.5 <= t.params["leak"] <= 1 and 1 <= t.params["T"] <= 4 and t.params["phi"] in (0.0, 0.5)
+               for t in complete)
+    assert all(0 <= p["test_acc"] <= 1 for p in data["points"]) and data["points"]
+    assert data["meta"]["split_seed"] == 0 and data["meta"]["n_val"] == 64
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{mldb}")
+    exp = client.get_experiment_by_name("smoke-studies")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("kind") == "optuna-study"]
+    assert len(parent) == 1 and parent[0].data.tags["optuna.study_name"] == name
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    trial_runs = [r for r in kids if r.data.tags.get("kind") == "optuna-trial"]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs) == \
+        sorted(t.number for t in study.get_trials())
+    assert all({"leak", "T", "phi", "study_name", "trial_number"} <= set(r.data.params) for r in trial_runs)
+    assert all("val_acc" in r.data.metrics for r in trial_runs
+               if r.data.tags["optuna.trial_state"] == "COMPLETE")
+    test_runs = [r for r in kids if r.data.tags.get("kind") == "test-evaluation"]
+    assert len(test_runs) == 1 and "pareto.test_acc" in test_runs[0].data.metrics
+    assert (mldb.parent / "mlartifacts").is_dir()    # artifacts next to the test's database
