@@ -151,7 +151,8 @@ def build(arch: str, activation="relu", num_classes: int = 10, in_channels: int 
                "resnet20": ((3, 3, 3), (16, 32, 64))}
     if arch in resnets:
         blocks, widths = resnets[arch]
-        if "width" in kwargs:
-            widths = tuple(int(w * kwargs.pop("width")) for w in widths)
+        if "width" in kwargs:  # width multiplier, e.g. 0.5 for a half-width network
+            scale = kwargs.pop("width")
+            widths = tuple(max(1, int(w * scale)) for w in widths)
         return ResNet(act, blocks, widths, **common, **kwargs)
     raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
