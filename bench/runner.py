@@ -65,6 +65,17 @@ class State:
         tmp.replace(self.path)
 
 
+def _datamodule(cfg: dict, seed: int, test_subset, stage: str):
+    """The preset's data, split with the seed of the run (the same split every time)."""
+    dm = build_datamodule(cfg["dataset"], data_dir=cfg["data_dir"], batch_size=cfg["batch_size"],
+                          val_fraction=cfg["val_fraction"], seed=seed, num_workers=cfg["num_workers"],
+                          calib_size=cfg["calib_size"], eval_batch_size=cfg["eval_batch_size"],
+                          test_subset=test_subset)
+    dm.prepare_data()
+    dm.setup(stage)
+    return dm
+
+
 def _module(cfg: dict, act: str, info) -> ANNClassifier:
     return ANNClassifier(arch=cfg["arch"], activation={"name": act, **cfg["activations"][act]},
                          num_classes=info.num_classes, in_channels=info.in_channels,
@@ -117,12 +128,7 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         print(f"[bench] {key}: already complete, skipped")
         return
     L.seed_everything(seed, workers=True)
-    dm = build_datamodule(cfg["dataset"], data_dir=cfg["data_dir"], batch_size=cfg["batch_size"],
-                          val_fraction=cfg["val_fraction"], seed=seed, num_workers=cfg["num_workers"],
-                          calib_size=cfg["calib_size"], eval_batch_size=cfg["eval_batch_size"],
-                          test_subset=cfg["test_subset"])
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = _datamodule(cfg, seed, cfg["test_subset"], "fit")
     module = _module(cfg, act, dm.info)
     run_name = f"{cfg['arch']}-{act}-seed{seed}"
     logger = MLFlowLogger(experiment_name=cfg["name"], tracking_uri=uri, run_id=st.get("run_id"),
@@ -190,12 +196,7 @@ def _run_robustness(cfg, state: State, seed: int, groups: dict, uri: str, work: 
         print(f"[bench] robustness seed {seed}: already complete, skipped")
         return done[str(seed)]
     rc = cfg["robustness"]
-    dm = build_datamodule(cfg["dataset"], data_dir=cfg["data_dir"], batch_size=cfg["batch_size"],
-                          val_fraction=cfg["val_fraction"], seed=seed, num_workers=cfg["num_workers"],
-                          calib_size=cfg["calib_size"], eval_batch_size=cfg["eval_batch_size"],
-                          test_subset=rc["test_subset"])
-    dm.prepare_data()
-    dm.setup("test")
+    dm = _datamodule(cfg, seed, rc["test_subset"], "test")
     anns = {act: ANNClassifier.load_from_checkpoint(work / f"seed{seed}" / act / "last.ckpt",
                                                     map_location="cpu").model.eval()
             for act in groups}
