@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     r.add_argument("--out", default=None, help="output folder (default results/<preset>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub.add_parser("list", help="list presets")
+    rp = sub.add_parser("report", help="re-render results/<preset>/summary.md from its results.json")
+    rp.add_argument("--preset", default="smoke")
     s = sub.add_parser("speed", help="speed benchmark (writes results/speed.md)")
     s.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke check)")
     args = parser.parse_args(argv)
@@ -34,6 +36,12 @@ def main(argv=None) -> int:
         for name in presets.available():
             cfg = presets.load(name)
             print(f"{name:28s} {cfg['dataset']:14s} {cfg['arch']:10s} {cfg['description']}")
+        return 0
+    if args.cmd == "report":
+        from pathlib import Path
+
+        from . import report
+        print(report.rerender(Path(__file__).resolve().parents[1] / "results" / args.preset))
         return 0
     if args.cmd == "speed":
         from . import speed

@@ -94,21 +94,43 @@ def manifest(cfg: dict, wall: float, uri: str, run_ids: dict) -> dict:
     }
 
 
-def write(cfg: dict, records: list[dict], out: Path, wall: float, uri: str, run_ids: dict) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    table = summary_table(cfg, records)
-    (out / "results.json").write_text(json.dumps(records, indent=1))
-    accuracy_plot(cfg, records, out / "accuracy_vs_t.png")
-    man = manifest(cfg, wall, uri, run_ids)
-    (out / "manifest.json").write_text(json.dumps(man, indent=2))
-    text = (f"# {cfg['name']}: {cfg['dataset']} / {cfg['arch']}\n\n{cfg.get('description', '')}\n\n"
+def exactness_lines(records: list[dict]) -> list[str]:
+    """The exactness claim on the trained network, one line per steprelu run."""
+    return [f"- steprelu (seed {r.get('seed', 0)}, leak {r['leak']:g}): identical predictions: "
+            f"{r['identical_at_t1']}/{r['n_images']} at t = 1"
+            for r in records if r["method"] == "steprelu" and r["identical_at_t1"] is not None]
+
+
+def render(cfg: dict, records: list[dict], man: dict) -> str:
+    """summary.md from the run's records and manifest (re-renderable: ``python -m bench report``)."""
+    exact = "\n".join(exactness_lines(records))
+    return (f"# {cfg['name']}: {cfg['dataset']} / {cfg['arch']}\n\n{cfg.get('description', '')}\n\n"
             f"Test split ({records[0]['n_images'] if records else 0} images), seeds {cfg['seeds']}, "
             f"T_max = {cfg['T_max']}. Accuracies in %, mean ± std over seeds where there are several. "
             f"ANN acc (folded) is the source ANN after BatchNorm folding, the reference the SNN is "
             f"compared with; 'identical at t=1' counts test images whose SNN prediction at t = 1 equals "
             f"the folded ANN's. ops/ANN MACs = (first-layer MACs x t + synaptic operations) / ANN MACs; "
-            f"energy at 4.6 pJ/MAC, 0.9 pJ/AC.\n\n{table}\n\n"
-            f"![accuracy vs t](accuracy_vs_t.png)\n\n"
-            f"Commit `{man['git_commit']}`, wall time {wall:.0f} s, versions in manifest.json.\n")
+            f"energy at 4.6 pJ/MAC, 0.9 pJ/AC.\n\n{summary_table(cfg, records)}\n\n"
+            + (f"Exactness at t = 1 on the trained network:\n{exact}\n\n" if exact else "")
+            + f"![accuracy vs t](accuracy_vs_t.png)\n\n"
+            f"Commit `{man['git_commit']}`, wall time {man['wall_seconds']:.0f} s, versions in manifest.json.\n")
+
+
+def write(cfg: dict, records: list[dict], out: Path, wall: float, uri: str, run_ids: dict) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(records, indent=1))
+    accuracy_plot(cfg, records, out / "accuracy_vs_t.png")
+    man = manifest(cfg, wall, uri, run_ids)
+    (out / "manifest.json").write_text(json.dumps(man, indent=2))
+    (out / "summary.md").write_text(render(cfg, records, man))
+    return summary_table(cfg, records) + "\n" + "\n".join(exactness_lines(records))
+
+
+def rerender(out: Path) -> str:
+    """Rewrite summary.md and the plot from results.json + manifest.json (no new numbers)."""
+    records = json.loads((out / "results.json").read_text())
+    man = json.loads((out / "manifest.json").read_text())
+    accuracy_plot(man["preset"], records, out / "accuracy_vs_t.png")
+    text = render(man["preset"], records, man)
     (out / "summary.md").write_text(text)
-    return table
+    return text

@@ -96,7 +96,7 @@ def test_tiny_preset_against_mlflow_server(tmp_path, mlflow_server):
     step = next(r for r in out["records"] if r["method"] == "steprelu")
     assert step["identical_at_t1"] == step["n_images"] == 300
     summary = (tmp_path / "results" / "summary.md").read_text()
-    assert "300/300" in summary and (tmp_path / "results" / "accuracy_vs_t.png").exists()
+    assert "identical predictions: 300/300" in summary and (tmp_path / "results" / "accuracy_vs_t.png").exists()
     rob = (tmp_path / "results" / "robustness.md").read_text()
     assert "## T = 4, leak 1" in rob and "steprelu-single" in rob
     for png in ("robustness_noise.png", "robustness_attacks.png", "robustness_leak.png"):
