@@ -159,6 +159,20 @@ def _mean_over_seeds(rows):
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
+def _pct(values) -> list[float]:
+    """Accuracies in %, NaN where a setting was not measured (the line shows a gap)."""
+    return [100 * v if v is not None else float("nan") for v in values]
+
+
+def _save(fig, axes, path: Path) -> Path:
+    axes[0].set_ylabel("accuracy (%)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plots(cfg, mean, methods, T, out: Path) -> list[Path]:
     rc = cfg["robustness"]
     files = []
@@ -169,47 +183,32 @@ def _plots(cfg, mean, methods, T, out: Path) -> list[Path]:
         for m in methods:
             xs = [0.0 if kind == "gaussian" else 1.0] + list(levels)
             ys = [mean.get((m, 1.0, "-", "clean", "-", 0.0, T))] + [mean.get((m, 1.0, "-", kind, mode, lv, T)) for lv in levels]
-            ax.plot(xs, [100 * v if v is not None else float("nan") for v in ys], marker="o", label=m)
+            ax.plot(xs, _pct(ys), marker="o", label=m)
         ax.set_title(f"{kind}, {mode}, T={T}")
         ax.set_xlabel("sigma" if kind == "gaussian" else "signal ratio s")
         if kind == "salt_pepper":
             ax.invert_xaxis()
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out / "robustness_noise.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    files.append(_save(fig, axes, out / "robustness_noise.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     for ax, (kind, key) in zip(axes, (("fgsm", "fgsm_eps"), ("pgd", "pgd_eps"))):
         for m in methods:
             xs = [0.0] + list(rc[key])
             ys = [mean.get((m, 1.0, "-", "clean", "-", 0.0, T))] + [mean.get((m, 1.0, "ann", kind, "static", e, T)) for e in rc[key]]
-            ax.plot(xs, [100 * v if v is not None else float("nan") for v in ys], marker="o", label=m)
+            ax.plot(xs, _pct(ys), marker="o", label=m)
         ax.set_title(f"{kind.upper()} crafted on the ANN, T={T}")
         ax.set_xlabel("epsilon (pixels)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out / "robustness_attacks.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    files.append(_save(fig, axes, out / "robustness_attacks.png"))
 
     lk = rc["leak_noise"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for m in methods:
         ys = [mean.get((m, lv, "-", lk["kind"], "dynamic", lk["level"], T)) for lv in rc["leaks"]]
-        ax.plot(rc["leaks"], [100 * v if v is not None else float("nan") for v in ys], marker="o", label=m)
+        ax.plot(rc["leaks"], _pct(ys), marker="o", label=m)
     ax.set_title(f"leak under dynamic {lk['kind']} {lk['level']}, T={T}")
     ax.set_xlabel("leak")
-    ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out / "robustness_leak.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    files.append(_save(fig, [ax], out / "robustness_leak.png"))
     return files
