@@ -28,6 +28,19 @@ def check_phi(phi) -> float:
     return phi
 
 
+THRESHOLD_FLOOR = 1e-4
+"""Smallest threshold a learnable theta (or lam_q / L) may take. A threshold is one
+scalar per layer whose gradient sums over every neuron of the layer, so a large
+learning rate can throw it below zero in one step (seen on CIFAR-10 with lr 0.2:
+theta = -3.03). ``threshold()`` clamps it here; the conversion copies
+``threshold()``, so the SNN and the ANN still use the same value."""
+
+
+def positive_threshold(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself while it is >= THRESHOLD_FLOOR (bit for bit), the floor otherwise."""
+    return torch.clamp_min(t, THRESHOLD_FLOOR)
+
+
 def check_theta(theta) -> float:
     value = float(theta)
     if not (value > 0.0 and math.isfinite(value)):
@@ -112,6 +125,8 @@ class StepReLU(nn.Module):
             self.register_buffer("theta", t)
 
     def threshold(self) -> torch.Tensor:
+        if isinstance(self.theta, nn.Parameter):
+            return positive_threshold(self.theta)
         return self.theta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +158,11 @@ class QCFS(nn.Module):
         self.lam = nn.Parameter(torch.tensor(float(init_lam), dtype=torch.float32))
 
     def threshold(self) -> torch.Tensor:
-        return self.lam / self.L
+        return self.clip_value() / self.L
+
+    def clip_value(self) -> torch.Tensor:
+        """lam_q, held at or above THRESHOLD_FLOOR (the single-spike neuron's threshold)."""
+        return positive_threshold(self.lam)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         theta = self.threshold()

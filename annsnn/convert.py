@@ -327,7 +327,7 @@ def _neuron_for(spec: Method, act: nn.Module, threshold: float | None, leak: flo
     if spec.name in ("maxnorm", "robustnorm"):
         return IFNeuron(threshold, max_spikes=1, phi=0.0, leak=leak)
     if spec.name == "qcfs":
-        return IFNeuron(act.lam.detach(), max_spikes=1, phi=0.5, leak=leak)
+        return IFNeuron(act.clip_value().detach(), max_spikes=1, phi=0.5, leak=leak)
     if spec.name == "steprelu":
         return IFNeuron(act.threshold().detach(), max_spikes=act.L, phi=act.phi, leak=leak)
     return IFNeuron(act.threshold().detach() * act.L, max_spikes=1, phi=act.phi, leak=leak)

@@ -50,6 +50,7 @@ DEFAULTS: dict = {
         "schedule": "cosine",
         "warmup_epochs": 0.0,
         "label_smoothing": 0.0,
+        "channels_last": False,     # train in NHWC layout (faster on CPU for wide convs)
     },
     "trainer": {
         "accelerator": "cpu",

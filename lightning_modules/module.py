@@ -22,7 +22,8 @@ class ANNClassifier(L.LightningModule):
                  image_size: int, mean, std, arch_kwargs: dict | None = None,
                  optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
                  nesterov: bool = True, weight_decay: float = 5e-4, schedule: str = "cosine",
-                 epochs: int = 10, label_smoothing: float = 0.0, warmup_epochs: float = 0.0):
+                 epochs: int = 10, label_smoothing: float = 0.0, warmup_epochs: float = 0.0,
+                 channels_last: bool = False):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
@@ -31,6 +32,8 @@ class ANNClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model = build(arch, activation, num_classes, in_channels, image_size,
                            mean=list(mean), std=list(std), **(arch_kwargs or {}))
+        if channels_last:  # NHWC: faster convolutions on this CPU (bf16 and fp32)
+            self.model.to(memory_format=torch.channels_last)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     def forward(self, x):
@@ -73,7 +76,7 @@ class ANNClassifier(L.LightningModule):
         if hp.schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=hp.lr, total_steps=steps,
-                pct_start=max(hp.warmup_epochs / max(hp.epochs, 1), 0.05))
+                pct_start=min(max(hp.warmup_epochs / max(hp.epochs, 1), 0.05), 0.5))
         else:
             warm = int(steps * hp.warmup_epochs / max(hp.epochs, 1))
 

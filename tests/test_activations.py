@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,3 +166,27 @@ def test_make_activation():
         make_activation("gelu")
     with pytest.raises(ValueError):
         make_activation("relu", L=3)
+
+
+@pytest.mark.parametrize("make", [lambda: StepReLU(0.1, 8, 0.5, learn_theta=True),
+                                  lambda: QCFS(8, 0.8)])
+def test_learnable_threshold_stays_positive_and_converts(make):
+    """One oversized SGD step throws the raw parameter below zero (as lr 0.2 did on
+    CIFAR-10); threshold() holds at the floor, stays bitwise itself above it, and the
+    network still converts with the threshold the ANN used."""
+    from annsnn.activations import THRESHOLD_FLOOR
+    from annsnn import convert
+    act = make()
+    before = act.threshold().detach().clone()
+    raw = act.theta if isinstance(act, StepReLU) else act.lam
+    assert torch.equal(act.threshold().detach(), before)  # untouched while positive
+    with torch.no_grad():
+        raw.sub_(10.0)
+    assert float(raw) < 0
+    assert float(act.threshold()) == pytest.approx(THRESHOLD_FLOOR if isinstance(act, StepReLU)
+                                                   else THRESHOLD_FLOOR / 8)
+    net = nn.Sequential(nn.Linear(4, 4), act, nn.Linear(4, 2)).eval()
+    method = "steprelu" if isinstance(act, StepReLU) else "qcfs"
+    snn = convert(net, method)
+    neuron = next(m for m in snn.modules() if type(m).__name__ == "IFNeuron")
+    assert float(neuron.theta) > 0

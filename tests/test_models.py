@@ -26,3 +26,13 @@ def test_every_model_starts_with_its_normalisation(arch):
 def test_unknown_architecture_lists_valid_ones():
     with pytest.raises(ValueError, match="resnet20"):
         build("resnet50")
+
+
+def test_vgg5_pools_before_every_activation_and_refuses_odd_sides():
+    net = build("vgg5", "relu", 10, 3, 32, widths=(8, 16, 32, 64))
+    mods = list(net)
+    acts = [i for i, m in enumerate(mods) if isinstance(m, nn.ReLU)]
+    assert len(acts) == 4 and all(isinstance(mods[i - 1], nn.AvgPool2d) for i in acts)
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        build("vgg5", "relu", 10, 3, 28)
