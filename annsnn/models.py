@@ -14,7 +14,7 @@ from torch import nn
 
 from .activations import make_activation
 
-ARCHITECTURES = ("cnn-small", "vgg5", "vgg16", "resnet18", "resnet20", "resnet34")
+ARCHITECTURES = ("cnn-small", "vgg-cpu", "vgg16", "resnet18", "resnet20", "resnet34")
 
 
 class Normalize(nn.Module):
@@ -61,26 +61,42 @@ class CNNSmall(nn.Sequential):
         )
 
 
-class VGG5(nn.Sequential):
-    """Four conv-BN-avgpool-act blocks and one linear layer, for 32x32 colour images on a CPU.
+VGG_CPU_CFG = (48, "P", 96, "P", 192, "P", 384, "P")
 
-    Shallow and wide because a CPU pays for a T-step simulation in dense MACs: every
-    block halves the side before its spiking layer, so 3x3 convolutions run at
-    16, 8 and 4 px and simulating the whole network costs about 32 M MACs per step
-    (the first block's current is static and computed once). Wide channels use the
-    CPU's matrix units far better than ResNet-20's 16-32-64 (measured in the
-    cpu-cifar10 preset's ``why``).
+
+class VGGCPU(nn.Sequential):
+    """VGG-style net for 32x32 colour images on a CPU: conv-BN-act and conv-avgpool-BN-act
+    blocks, then one linear layer. ``cfg`` lists conv widths; a ``"P"`` after a width
+    pools that block (2x2 average) before its BatchNorm and activation.
+
+    Made for a CPU that pays for a T-step simulation in dense MACs: the first block
+    pools at once, so every simulated 3x3 convolution runs at 16 px or less (the first
+    block's current is static and computed once), and depth is added where it is cheap,
+    at 4 and 2 px. Wide channels use the CPU's matrix units far better than ResNet-20's
+    16-32-64 (measurements in the cpu-cifar10 preset's ``why``).
     """
 
     def __init__(self, act, num_classes=10, in_channels=3, image_size=32,
-                 widths=(48, 96, 192, 384), norm=None):
-        if image_size % 16:
-            raise ValueError(f"vgg5 needs an image side divisible by 16, got {image_size}")
+                 cfg=VGG_CPU_CFG, norm=None):
+        cfg = list(cfg)
+        pools = cfg.count("P")
+        if not cfg or cfg[0] == "P" or any(a == b == "P" for a, b in zip(cfg, cfg[1:])):
+            raise ValueError(f"cfg must list conv widths, each optionally followed by 'P'; got {cfg}")
+        if image_size % 2 ** pools:
+            raise ValueError(f"vgg-cpu with {pools} poolings needs an image side divisible by "
+                             f"{2 ** pools}, got {image_size}")
         layers, c = [norm or nn.Identity()], in_channels
-        for w in widths:
-            layers += [conv_bn(c, w), nn.AvgPool2d(2), act()]
-            c = w
-        side = image_size // 2 ** len(widths)
+        for i, w in enumerate(cfg):
+            if w == "P":
+                continue
+            if i + 1 < len(cfg) and cfg[i + 1] == "P":  # pool, then normalise 4x fewer values
+                layers += [nn.Conv2d(c, int(w), 3, 1, 1, bias=False), nn.AvgPool2d(2),
+                           nn.BatchNorm2d(int(w))]
+            else:
+                layers.append(conv_bn(c, int(w)))
+            layers.append(act())
+            c = int(w)
+        side = image_size // 2 ** pools
         super().__init__(*layers, nn.Flatten(), nn.Linear(c * side * side, num_classes))
 
 
@@ -167,8 +183,8 @@ def build(arch: str, activation="relu", num_classes: int = 10, in_channels: int 
     common = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size, norm=norm)
     if arch == "cnn-small":
         return CNNSmall(act, **common, **kwargs)
-    if arch == "vgg5":
-        return VGG5(act, **common, **kwargs)
+    if arch == "vgg-cpu":
+        return VGGCPU(act, **common, **kwargs)
     if arch == "vgg16":
         return VGG16(act, **common, **kwargs)
     resnets = {"resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),

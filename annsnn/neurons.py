@@ -67,13 +67,14 @@ class IFNeuron(nn.Module):
             n = clamp_floor_ste(u, self.max_spikes)  # gradient 1 where 0 <= floor(u) <= max_spikes
             self.u = u - n
             return self._count(n) * self.theta
-        if self.u is None:
-            u = x / self.theta + self.phi  # t = 1: exactly StepReLU's arithmetic
-        else:  # t >= 2: exactness is only promised at t = 1, so update in place
+        if self.u is None:  # t = 1: exactly StepReLU's arithmetic, x/theta + phi
+            u = torch.div(x, self.theta)
+            u.add_(self.phi)
+        else:  # t >= 2: in place; addcdiv_ rounds x/theta, then the sum, as add_(x/theta)
             u = self.u
             if self.leak != 1.0:
                 u.mul_(self.leak)
-            u.add_(x / self.theta)
+            u.addcdiv_(x, self.theta)
         n = torch.floor(u).clamp_(0, self.max_spikes)
         self.u = u.sub_(n)
         return self._count(n).mul_(self.theta)
@@ -83,10 +84,8 @@ class IFNeuron(nn.Module):
             with torch.no_grad():
                 self.spikes += float(n.sum())
                 self.neuron_steps += n.numel()
-                if self.max_spikes > 1:
+                if self.max_n < self.max_spikes:  # once at the cap it cannot grow: skip the pass
                     self.max_n = max(self.max_n, float(n.max()))
-                elif self.max_n < 1.0 and self.spikes > 0:
-                    self.max_n = 1.0
         return n
 
     def extra_repr(self) -> str:

@@ -190,3 +190,27 @@ def test_learnable_threshold_stays_positive_and_converts(make):
     snn = convert(net, method)
     neuron = next(m for m in snn.modules() if type(m).__name__ == "IFNeuron")
     assert float(neuron.theta) > 0
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(L=st.integers(1, 20), theta=st.floats(0.01, 2.0), phi=st.sampled_from([0.0, 0.5]),
+       seed=st.integers(0, 2 ** 16), bf16=st.booleans())
+def test_fixed_theta_fast_path_matches_autograd_graph_bitwise(L, theta, phi, seed, bf16):
+    """The fused fixed-theta StepReLU gives the op-by-op graph's outputs and input
+    gradients bit for bit, including inputs on the step boundaries and the clamp edges,
+    in float32 and in bfloat16 (as under bf16-mixed training)."""
+    from annsnn.activations import step_levels
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    t = torch.tensor(theta, dtype=torch.float32)
+    grid = (torch.arange(-3, L + 4, dtype=torch.float32) - phi) * t  # boundaries and edges
+    x0 = torch.cat([torch.randn(4000, generator=g) * theta * L, grid, -grid]).to(dtype)
+    x1, x2 = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+    y1 = StepReLU(theta, L, phi)(x1)
+    y2 = t * step_levels(x2, t, L, phi)
+    assert y1.dtype == y2.dtype and torch.equal(y1, y2)
+    w = torch.randn(x0.shape, generator=g).to(dtype)
+    (y1 * w).sum().backward()
+    (y2 * w).sum().backward()
+    assert torch.equal(x1.grad, x2.grad)
+    assert bool((x1.grad != 0).any()) and bool((x1.grad == 0).any())  # both branches hit

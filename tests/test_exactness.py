@@ -86,8 +86,8 @@ def test_exact_at_t1_random_networks(kind, seed, depth, L, phi, leak, per_layer_
 ZOO = [  # arch, in_channels, image_size, L, phi, leak
     ("cnn-small", 1, 28, 8, 0.0, 0.9),
     ("cnn-small", 1, 28, 3, 0.5, 1.0),
-    ("vgg5", 3, 32, 16, 0.5, 1.0),
-    ("vgg5", 3, 32, 2, 0.0, 0.8),
+    ("vgg-cpu", 3, 32, 16, 0.5, 1.0),
+    ("vgg-cpu", 3, 32, 2, 0.0, 0.8),
     ("vgg16", 3, 32, 4, 0.5, 1.0),
     ("vgg16", 3, 32, 16, 0.0, 0.5),
     ("resnet18", 3, 32, 16, 0.0, 0.5),

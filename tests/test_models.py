@@ -28,11 +28,15 @@ def test_unknown_architecture_lists_valid_ones():
         build("resnet50")
 
 
-def test_vgg5_pools_before_every_activation_and_refuses_odd_sides():
-    net = build("vgg5", "relu", 10, 3, 32, widths=(8, 16, 32, 64))
+def test_vgg_cpu_pools_before_the_activation_where_cfg_says_and_checks_its_cfg():
+    net = build("vgg-cpu", "relu", 10, 3, 32, cfg=[8, "P", 16, 16, "P", 32])
     mods = list(net)
     acts = [i for i, m in enumerate(mods) if isinstance(m, nn.ReLU)]
-    assert len(acts) == 4 and all(isinstance(mods[i - 1], nn.AvgPool2d) for i in acts)
+    pooled = [isinstance(mods[i - 2], nn.AvgPool2d) and isinstance(mods[i - 1], nn.BatchNorm2d)
+              for i in acts]
+    assert pooled == [True, False, True, False]
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    with pytest.raises(ValueError, match="divisible by 16"):
-        build("vgg5", "relu", 10, 3, 28)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        build("vgg-cpu", "relu", 10, 3, 30, cfg=[8, "P", 16, "P"])
+    with pytest.raises(ValueError, match="conv widths"):
+        build("vgg-cpu", "relu", 10, 3, 32, cfg=["P", 8])

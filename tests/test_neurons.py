@@ -201,3 +201,22 @@ def test_neuron_rejects_bad_arguments(kwargs, needle):
     with pytest.raises(ValueError) as e:
         IFNeuron(**kwargs)
     assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("max_spikes, phi, leak", [(1, 0.0, 1.0), (8, 0.5, 0.9), (20, 0.0, 0.8)])
+def test_in_place_updates_round_like_the_plain_float_recursion(max_spikes, phi, leak):
+    """On random (non-dyadic) float32 inputs the in-place neuron rounds exactly as the plain
+    recursion written op by op, u_1 = x/theta + phi, u_t = leak*r + x/theta, at every step:
+    the fused updates are a speed change only."""
+    g = torch.Generator().manual_seed(max_spikes)
+    theta = torch.tensor(0.0731)
+    xs = [torch.randn(3, 5, 7, 7, generator=g) * 0.4 for _ in range(12)]
+    m = IFNeuron(theta, max_spikes=max_spikes, phi=phi, leak=leak)
+    got = run(m, [x.contiguous(memory_format=torch.channels_last) for x in xs])
+    u, want = None, []
+    for x in xs:
+        u = x / theta + phi if u is None else leak * u + x / theta
+        n = torch.clamp(torch.floor(u), 0, max_spikes)
+        u = u - n
+        want.append(n * theta)
+    assert torch.equal(got, torch.stack(want))

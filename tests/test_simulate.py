@@ -204,3 +204,25 @@ def test_simulate_without_ann_and_labels():
         simulate(snn, [x], 2, progress=False)            # batches must be (images, labels)
     with pytest.raises(ValueError):
         simulate(snn, [], 2, progress=False)             # no images
+
+
+def test_op_profile_is_reused_per_network_and_input_shape():
+    """Repeated simulations of one SNN reuse its traced op profile (same counts); a new
+    image size or an edited network is profiled anew."""
+    from annsnn.simulate import _PROFILES
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), StepReLU(0.1, 4, 0.5),
+                        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).eval()
+    snn = convert(ann, "steprelu")
+    small, big = torch.rand(4, 2, 8, 8), torch.rand(4, 2, 16, 16)
+    y = torch.zeros(4, dtype=torch.long)
+    r1 = simulate(snn, tiny_loader(small, y, batch_size=4), 3, progress=False)
+    first = _PROFILES[snn][1]
+    r2 = simulate(snn, tiny_loader(small, y, batch_size=4), 3, progress=False)
+    assert _PROFILES[snn][1] is first and r2.sops == r1.sops and r2.ann_macs == r1.ann_macs
+    r3 = simulate(snn, tiny_loader(big, y, batch_size=4), 3, progress=False)
+    assert r3.ann_macs > r1.ann_macs and _PROFILES[snn][1] is not first
+    before_edit = _PROFILES[snn][1]
+    snn[4] = nn.Linear(16, 3)                               # edited in place
+    simulate(snn, tiny_loader(big, y, batch_size=4), 1, progress=False)
+    assert _PROFILES[snn][1] is not before_edit
