@@ -96,31 +96,36 @@ def clamp_floor_ste(u: torch.Tensor, L: int) -> torch.Tensor:
 class _FixedThetaStepReLU(torch.autograd.Function):
     """theta * clamp(floor(x/theta + phi), 0, L) for a theta that takes no gradient.
 
-    The same operations in the same order as ``theta * step_levels(...)``, so output and
-    input gradient agree bit for bit, but the shift, floor, clamp and masking are done
-    in place and one mask is saved: training with StepReLU then streams over the activation about half as
-    many times as autograd's op-by-op graph (measured in bench/speed.py).
+    The same arithmetic in the same order as ``theta * step_levels(...)`` (outputs and
+    input gradients agree, tested), but the shift, floor and clamp run in place, and
+    the straight-through window is kept as a float ``s`` with s > 0 exactly where
+    0 <= floor(u) <= L, so the backward pass masks with ``threshold_backward`` (ReLU's
+    own kernel). Measured on this CPU, comparisons into bool tensors and bool-masked
+    ``where``/``masked_fill`` cost 2-15x a float pass; avoiding them is most of the
+    saving (bench/speed.py).
     """
 
     @staticmethod
     def forward(ctx, x, theta, L, phi):
         u = torch.div(x, theta)
         u.add_(phi)
-        u.floor_()
+        u.floor_()                                   # level before the clamp, an integer
         if ctx.needs_input_grad[0]:
-            outside = torch.lt(u, 0)
-            outside.logical_or_(torch.gt(u, L))
-            ctx.save_for_backward(outside, theta)
-        # theta * level out of place, as the graph does: in bfloat16 an in-place mul_
-        # by a float32 0-dim tensor rounds differently
-        return theta * u.clamp_(0, L)
+            # s = (L+1)/2 - |level - L/2| > 0  <=>  0 <= level <= L  (level is an integer)
+            s = torch.sub(u, L / 2).abs_().neg_().add_((L + 1) / 2)
+            ctx.save_for_backward(s, theta)
+        u.clamp_(0, L)
+        # theta * level: in place when dtypes match; in bfloat16 an in-place mul_ by a
+        # float32 0-dim tensor rounds differently from the graph's out-of-place product
+        return u.mul_(theta) if u.dtype == theta.dtype else theta * u
 
     @staticmethod
     def backward(ctx, grad):
-        outside, theta = ctx.saved_tensors
-        g = grad * theta                 # d(theta * level)/d level
-        g.masked_fill_(outside, 0)       # straight-through inside the clamp window
-        return g / theta, None, None, None   # d(x/theta)/dx (out of place: see forward)
+        s, theta = ctx.saved_tensors
+        g = grad * theta                                      # d(theta * level)/d level
+        g = torch.ops.aten.threshold_backward(g, s, 0)        # straight-through window
+        g = g.div_(theta) if g.dtype == theta.dtype else g / theta   # d(x/theta)/dx
+        return g, None, None, None
 
 
 def step_levels(x: torch.Tensor, theta: torch.Tensor, L: int, phi: float) -> torch.Tensor:

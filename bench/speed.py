@@ -1,4 +1,5 @@
-"""Speed benchmark: every figure a ratio of two timings taken in the same run (median of repeats).
+"""Speed benchmark: every figure a ratio of two timings taken in the same run, the variants
+alternating round by round (median over rounds of the paired ratio).
 
     python -m bench speed [--quick]      -> prints a table, writes results/speed.md
 
@@ -20,21 +21,31 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from annsnn import StepReLU, convert, simulate
+from annsnn.activations import step_levels
 from annsnn.models import build
 from lightning_modules import tracking
 
 NETS = {"cnn-small": (1, 28, {"width": 16}, 256), "resnet20": (3, 32, {}, 64), "vgg16": (3, 32, {}, 32)}
 
 
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+def _interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time every function once per round, round after round, so that the machine's drift
+    (frequency, neighbours) hits all of them alike; returns each one's list of times."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+def _ratio(num: list[float], den: list[float], scale: float = 1.0) -> float:
+    """Median over rounds of num / (scale * den): a paired ratio, robust to drift."""
+    return statistics.median(n / (scale * d) for n, d in zip(num, den))
 
 
 def _net(arch, act, c, size, kw):
@@ -42,21 +53,35 @@ def _net(arch, act, c, size, kw):
     return build(arch, act, 10, c, size, mean=[0.5] * c, std=[0.25] * c, **kw)
 
 
+class GraphStepReLU(StepReLU):
+    """StepReLU as autograd's op-by-op graph (the formulation before the fused fixed-theta
+    path), kept here to measure what the fusion bought, in the same run."""
+
+    def forward(self, x):
+        return self.theta * step_levels(x, self.theta, self.L, self.phi)
+
+
 def train_step_ratio(repeats):
+    """(net, batch, ReLU s, StepReLU s, ratio, op-by-op StepReLU s, its ratio) per net."""
     rows = []
+    acts = {"relu": "relu", "steprelu": {"name": "steprelu", "theta": 0.05, "L": 20},
+            "graph": lambda: GraphStepReLU(0.05, 20)}
     for arch, (c, size, kw, bs) in NETS.items():
         x, y = torch.rand(bs, c, size, size), torch.randint(0, 10, (bs,))
-        times = {}
-        for act in ("relu", {"name": "steprelu", "theta": 0.05, "L": 20}):
+        steps = {}
+        for name, act in acts.items():
             m = _net(arch, act, c, size, kw).train()
             opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
 
-            def step():
+            def step(m=m, opt=opt):
                 opt.zero_grad(set_to_none=True)
                 torch.nn.functional.cross_entropy(m(x), y).backward()
                 opt.step()
-            times["relu" if act == "relu" else "steprelu"] = _median_time(step, repeats)
-        rows.append((arch, bs, times["relu"], times["steprelu"], times["steprelu"] / times["relu"]))
+            steps[name] = step
+        t = _interleaved(steps, repeats)
+        med = {k: statistics.median(v) for k, v in t.items()}
+        rows.append((arch, bs, med["relu"], med["steprelu"], _ratio(t["steprelu"], t["relu"]),
+                     med["graph"], _ratio(t["graph"], t["relu"])))
     return rows
 
 
@@ -71,15 +96,23 @@ def per_level_steprelu(x, theta, L, phi):
 
 
 def activation_speedup(repeats):
+    """Median seconds of forward+backward per formulation, and each one's paired ratio
+    to the fused StepReLU (key ``<name>/steprelu``)."""
     x0 = torch.randn(128, 64, 32, 32) * 0.5
     act = StepReLU(0.05, 20)
-    out = {}
-    for name, f in (("steprelu", lambda x: act(x)), ("per-level", lambda x: per_level_steprelu(x, act.theta, 20, 0.0))):
+    graph = GraphStepReLU(0.05, 20)
+    fns = {}
+    for name, f in (("steprelu", act), ("graph", graph), ("relu", torch.relu),
+                    ("per-level", lambda x: per_level_steprelu(x, act.theta, 20, 0.0))):
         x = x0.clone().requires_grad_(True)
 
-        def run():
+        def run(f=f, x=x):
+            x.grad = None
             f(x).sum().backward()
-        out[name] = _median_time(run, repeats)
+        fns[name] = run
+    t = _interleaved(fns, repeats)
+    out = {k: statistics.median(v) for k, v in t.items()}
+    out.update({f"{k}/steprelu": _ratio(v, t["steprelu"]) for k, v in t.items()})
     return out
 
 
@@ -89,13 +122,20 @@ def simulate_ratio(repeats, Ts=(1, 4, 16, 32)):
         ann = _net(arch, {"name": "steprelu", "theta": 0.05, "L": 20}, c, size, kw).eval()
         x = torch.rand(bs, c, size, size)
         loader = DataLoader(TensorDataset(x, torch.zeros(bs, dtype=torch.long)), batch_size=bs)
-        with torch.inference_mode():
-            fwd = _median_time(lambda: ann(x), repeats)
-        for method in ("steprelu", "steprelu-single"):
+        variants = [("steprelu", None), ("steprelu-single", None), ("steprelu", False)]
+        for method, layout in variants:
             snn = convert(ann, method)
+            label = method if layout is None else f"{method}, NCHW"
             for T in Ts:
-                t = _median_time(lambda: simulate(snn, loader, T, progress=False), max(1, repeats // 2))
-                rows.append((arch, method, T, t, t / (T * fwd)))
+                def ann_T(T=T):
+                    with torch.inference_mode():
+                        for _ in range(T):
+                            ann(x)
+
+                def sim(T=T, snn=snn, layout=layout):
+                    simulate(snn, loader, T, progress=False, channels_last=layout)
+                t = _interleaved({"sim": sim, "ann": ann_T}, max(3, repeats // 2))
+                rows.append((arch, label, T, statistics.median(t["sim"]), _ratio(t["sim"], t["ann"])))
     return rows
 
 
@@ -129,14 +169,26 @@ def main(quick: bool = False) -> int:
     lines = ["# Speed", "",
              f"Machine: {platform.platform()}, {torch.get_num_threads()} torch threads; commit "
              f"`{tracking.git_commit()}`; versions {json.dumps(tracking.versions())}. Every figure is a "
-             f"ratio of medians over {reps} repeats measured in this one run.", "",
+             f"median over {reps} rounds of a paired ratio, the timed variants alternating "
+             f"within each round, all in this one run.", "",
              "## 1. Training step, StepReLU / ReLU (target <= 1.15)", "",
-             "| net | batch | ReLU s | StepReLU s | ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {r:.4f} | {s:.4f} | {q:.3f} |" for a, b, r, s, q in train]
+             "StepReLU is the fused fixed-theta path; the last two columns time the same net with "
+             "the op-by-op autograd formulation it replaced (same values bit for bit).", "",
+             "| net | batch | ReLU s | StepReLU s | ratio | op-by-op StepReLU s | its ratio |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {r:.4f} | {s:.4f} | {q:.3f} | {g:.4f} | {gq:.3f} |"
+              for a, b, r, s, q, g, gq in train]
     lines += ["", "## 2. StepReLU forward+backward vs per-level masked formulation (L = 20)", "",
               f"fused: {act['steprelu']:.4f} s, per-level: {act['per-level']:.4f} s, "
-              f"speed-up {act['per-level'] / act['steprelu']:.2f}x", "",
+              f"speed-up {act['per-level/steprelu']:.2f}x; op-by-op graph "
+              f"{act['graph']:.4f} s ({act['graph/steprelu']:.2f}x the fused path); ReLU "
+              f"{act['relu']:.4f} s (fused / ReLU = {1 / act['relu/steprelu']:.2f})", "",
               "## 3. simulate(T) / (T x ANN forward) (target <= 1.10 for T >= 4)", "",
+              "simulate runs image batches channels-last on a CPU by default (its layout choice); "
+              "the ANN forward it is divided by runs in PyTorch's default layout (NCHW). "
+              "Rows marked NCHW pass `channels_last=False`, so both run in NCHW: where a "
+              "network's own convolutions are slower channels-last on this CPU, the gap between "
+              "the two rows is that layout cost, not the SNN's.", "",
               "| net | method | T | simulate s | ratio |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {m} | {T} | {t:.4f} | {q:.3f} |" for a, m, T, t, q in sim]
     lines += ["", "## 4. Smoke evaluation stage", ""]
