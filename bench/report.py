@@ -82,9 +82,9 @@ def accuracy_plot(cfg: dict, records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def manifest(cfg: dict, wall: float, uri: str, run_ids: dict) -> dict:
+def manifest(cfg: dict, wall: float, uri: str, run_ids: dict, out: Path | None = None) -> dict:
     return {
-        "preset": cfg, "git_commit": tracking.git_commit(), "versions": tracking.versions(),
+        "preset": cfg, "git_commit": tracking.git_commit(ignore=[out] if out else []), "versions": tracking.versions(),
         "seeds": cfg["seeds"], "wall_seconds": round(wall, 1),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
@@ -120,7 +120,7 @@ def write(cfg: dict, records: list[dict], out: Path, wall: float, uri: str, run_
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(records, indent=1))
     accuracy_plot(cfg, records, out / "accuracy_vs_t.png")
-    man = manifest(cfg, wall, uri, run_ids)
+    man = manifest(cfg, wall, uri, run_ids, out)
     (out / "manifest.json").write_text(json.dumps(man, indent=2))
     (out / "summary.md").write_text(render(cfg, records, man))
     return summary_table(cfg, records) + "\n" + "\n".join(exactness_lines(records))

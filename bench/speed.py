@@ -168,7 +168,7 @@ def main(quick: bool = False) -> int:
     smoke = smoke_stage()
     lines = ["# Speed", "",
              f"Machine: {platform.platform()}, {torch.get_num_threads()} torch threads; commit "
-             f"`{tracking.git_commit()}`; versions {json.dumps(tracking.versions())}. Every figure is a "
+             f"`{tracking.git_commit(ignore=[tracking.PROJECT_ROOT / 'results' / 'speed.md'])}`; versions {json.dumps(tracking.versions())}. Every figure is a "
              f"median over {reps} rounds of a paired ratio, the timed variants alternating "
              f"within each round, all in this one run.", "",
              "## 1. Training step, StepReLU / ReLU (target <= 1.15)", "",

@@ -32,11 +32,16 @@ def tracking_uri(override: str | None = None) -> str:
     return override or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def git_commit() -> str:
+def git_commit(ignore: list | tuple = ()) -> str:
+    """HEAD, with ``-dirty`` when tracked files differ from it. ``ignore``: paths whose
+    changes do not count, i.e. the outputs being written by the run asking."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        excludes = [f":(exclude){Path(p).resolve().relative_to(PROJECT_ROOT.resolve())}"
+                    for p in ignore if Path(p).resolve().is_relative_to(PROJECT_ROOT.resolve())]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *excludes],
                                cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
