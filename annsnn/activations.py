@@ -64,6 +64,20 @@ def floor_ste(u: torch.Tensor) -> torch.Tensor:
     return _FloorSTE.apply(u)
 
 
+def _ste_window(level: torch.Tensor, L: int) -> torch.Tensor:
+    """A float tensor that is > 0 exactly where 0 <= level <= L (``level`` holds integers):
+    s = (L+1)/2 - |level - L/2|. The backward passes mask with ``threshold_backward``
+    (ReLU's own kernel) on it, because on this CPU comparisons into bool tensors and
+    bool-masked ``where``/``masked_fill`` cost 2-15x a float pass (bench/speed.py).
+    A NaN level gives a NaN window, which lets the gradient through."""
+    return torch.sub(level, L / 2).abs_().neg_().add_((L + 1) / 2)
+
+
+def _pass_window(grad: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """``grad`` where ``window`` > 0, else 0."""
+    return torch.ops.aten.threshold_backward(grad, window, 0)
+
+
 class _ClampFloorSTE(torch.autograd.Function):
     """clamp(floor(u), 0, L) in the forward pass; the backward pass lets the gradient
     through where the clamp leaves the level unchanged, 0 <= floor(u) <= L (edges
@@ -79,13 +93,13 @@ class _ClampFloorSTE(torch.autograd.Function):
     def forward(ctx, u, L):
         lev = torch.floor(u)
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward((lev >= 0) & (lev <= L))
+            ctx.save_for_backward(_ste_window(lev, L))
         return torch.clamp(lev, 0, L)
 
     @staticmethod
     def backward(ctx, grad):
-        (inside,) = ctx.saved_tensors
-        return torch.where(inside, grad, torch.zeros_like(grad)), None
+        (window,) = ctx.saved_tensors
+        return _pass_window(grad, window), None
 
 
 def clamp_floor_ste(u: torch.Tensor, L: int) -> torch.Tensor:
@@ -96,13 +110,9 @@ def clamp_floor_ste(u: torch.Tensor, L: int) -> torch.Tensor:
 class _FixedThetaStepReLU(torch.autograd.Function):
     """theta * clamp(floor(x/theta + phi), 0, L) for a theta that takes no gradient.
 
-    The same arithmetic in the same order as ``theta * step_levels(...)`` (outputs and
-    input gradients agree, tested), but the shift, floor and clamp run in place, and
-    the straight-through window is kept as a float ``s`` with s > 0 exactly where
-    0 <= floor(u) <= L, so the backward pass masks with ``threshold_backward`` (ReLU's
-    own kernel). Measured on this CPU, comparisons into bool tensors and bool-masked
-    ``where``/``masked_fill`` cost 2-15x a float pass; avoiding them is most of the
-    saving (bench/speed.py).
+    The same arithmetic in the same order as ``theta * step_levels(...)`` and the same
+    straight-through window (outputs and input gradients agree, tested), but the shift,
+    floor, clamp and scaling run in place on one buffer.
     """
 
     @staticmethod
@@ -111,9 +121,7 @@ class _FixedThetaStepReLU(torch.autograd.Function):
         u.add_(phi)
         u.floor_()                                   # level before the clamp, an integer
         if ctx.needs_input_grad[0]:
-            # s = (L+1)/2 - |level - L/2| > 0  <=>  0 <= level <= L  (level is an integer)
-            s = torch.sub(u, L / 2).abs_().neg_().add_((L + 1) / 2)
-            ctx.save_for_backward(s, theta)
+            ctx.save_for_backward(_ste_window(u, L), theta)
         u.clamp_(0, L)
         # theta * level: in place when dtypes match; in bfloat16 an in-place mul_ by a
         # float32 0-dim tensor rounds differently from the graph's out-of-place product
@@ -121,9 +129,8 @@ class _FixedThetaStepReLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        s, theta = ctx.saved_tensors
-        g = grad * theta                                      # d(theta * level)/d level
-        g = torch.ops.aten.threshold_backward(g, s, 0)        # straight-through window
+        window, theta = ctx.saved_tensors
+        g = _pass_window(grad * theta, window)               # d(theta * level)/d level
         g = g.div_(theta) if g.dtype == theta.dtype else g / theta   # d(x/theta)/dx
         return g, None, None, None
 
