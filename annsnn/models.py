@@ -71,9 +71,12 @@ class VGGCPU(nn.Sequential):
 
     Made for a CPU that pays for a T-step simulation in dense MACs: the first block
     pools at once, so every simulated 3x3 convolution runs at 16 px or less (the first
-    block's current is static and computed once), and depth is added where it is cheap,
-    at 4 and 2 px. Wide channels use the CPU's matrix units far better than ResNet-20's
-    16-32-64 (measurements in the cpu-cifar10 preset's ``why``).
+    block's current is static and computed once); extra depth, if wanted, is cheapest at
+    4 and 2 px. Pooling before BatchNorm normalises 4x fewer values (BatchNorm was a
+    third of a bf16 training step); both are linear, so conversion stays exact, with
+    the BatchNorm kept as a per-channel affine layer of the SNN instead of folded.
+    Wide channels use the CPU's matrix units far better than ResNet-20's 16-32-64
+    (measurements in the cpu-cifar10 preset's ``why``).
     """
 
     def __init__(self, act, num_classes=10, in_channels=3, image_size=32,
