@@ -680,11 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed and sampler seed (default 0)")
     p.add_argument("--population-size", type=int, default=0,
                    help="NSGA-II population (0: n_trials/4 within [4, 50])")
-    p.add_argument("--out", default=None, help="output folder (default results/<preset or dataset>/study)")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default <preset or dataset>-studies)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
-                                                        "or sqlite:///mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    W.add_output_args(p, "results/<preset or dataset>/study", "<preset or dataset>-studies")
     p.add_argument("--bundle", default=None, help=argparse.SUPPRESS)  # inputs prepared by the launcher
     W.add_common_args(p, default_trials=40)
     return p

@@ -222,10 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prune", action="store_true")
     p.add_argument("--prune-startup", type=int, default=3, help="trials before pruning starts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="default results/<dataset>/train_hparams")
-    p.add_argument("--experiment", default=None)
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--no-mlflow", action="store_true")
+    W.add_output_args(p, "results/<dataset>/train_hparams", "<dataset>-studies")
     W.add_common_args(p, default_trials=20)
     return p
 

@@ -138,6 +138,15 @@ def run_worker(study: optuna.Study, objective, n_trials: int, finished=(TrialSta
 
 # ----------------------------------------------------------------------------- CLI plumbing
 
+def add_output_args(p: argparse.ArgumentParser, default_out: str, default_experiment: str) -> None:
+    """Where a study's report and MLflow runs go (the same four flags for every study)."""
+    p.add_argument("--out", default=None, help=f"output folder (default {default_out})")
+    p.add_argument("--experiment", default=None, help=f"MLflow experiment (default {default_experiment})")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default "
+                                                        "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+
+
 def add_common_args(p: argparse.ArgumentParser, default_trials: int) -> None:
     g = p.add_argument_group("study and workers")
     g.add_argument("--storage", default=st.DEFAULT_STORAGE,
