@@ -212,9 +212,14 @@ def test_two_workers_postgresql(postgres_url):
     check_exact(st.make_storage(url), 10)
 
 
-def wait_for_running(storage, pid: int, timeout: float = 60):
+def wait_for_running(storage, proc: subprocess.Popen, timeout: float = 60):
+    """The RUNNING trial of worker ``proc``; fails with the worker's output if it exits first."""
+    pid = proc.pid
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if proc.poll() is not None:
+            pytest.fail(f"the slow worker exited ({proc.returncode}) before starting a trial:\n"
+                        f"{proc.communicate()[0]}")
         try:
             study = optuna.load_study(study_name="s", storage=storage)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -223,7 +228,29 @@ def wait_for_running(storage, pid: int, timeout: float = 60):
         except KeyError:  # study not created yet
             pass
         time.sleep(0.2)
-    pytest.fail("the slow worker never started a trial")
+    proc.kill()
+    pytest.fail(f"the slow worker never started a trial:\n{proc.communicate()[0]}")
+
+
+def wait_for_heartbeat(storage, trial, timeout: float = 60):
+    """Until ``trial`` has a recorded heartbeat: a trial without one is never stale, so the
+    kill below must come after it (a fixed sleep was too short on a loaded machine)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if isinstance(storage, optuna.storages.RDBStorage):
+            from optuna.storages._rdb import models
+            session = storage.scoped_session()
+            try:
+                beat = models.TrialHeartbeatModel.where_trial_id(trial._trial_id, session)
+            finally:
+                session.close()
+        else:
+            beat = storage.get_trial(trial._trial_id).system_attrs.get(
+                f"{st.HEARTBEAT_ATTR}{trial._trial_id}")
+        if beat is not None:
+            return
+        time.sleep(0.2)
+    pytest.fail("the slow worker never recorded a heartbeat")
 
 
 @pytest.mark.parametrize("kind", ["journal", "postgresql"])
@@ -233,8 +260,8 @@ def test_killed_worker_trial_is_retried(kind, tmp_path, request):
     beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
     slow = toy(url, "--role", "worker", "--n-trials", "4", "--sleep", "60", *beat)
     storage = st.make_storage(url, heartbeat_interval=1, grace_period=3)
-    victim = wait_for_running(storage, slow.pid)
-    time.sleep(1.2)                              # at least one heartbeat recorded
+    victim = wait_for_running(storage, slow)
+    wait_for_heartbeat(storage, victim)
     os.kill(slow.pid, signal.SIGKILL)            # dies in the middle of its trial
     slow.communicate()
     fast = toy(url, "--role", "worker", "--n-trials", "4", "--sleep", "0.05", *beat)
