@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lightning_modules import tracking  # noqa: E402
+import tracking  # noqa: E402
 
 
 def _fmt(values, scale=100.0, digits=2) -> str:

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
-from lightning_modules import tracking
+import tracking
 from lightning_modules.callbacks import SNNEvaluation
 from lightning_modules.data import build_datamodule
 from lightning_modules.module import ANNClassifier

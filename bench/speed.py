@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from annsnn import StepReLU, convert, simulate
 from annsnn.activations import step_levels
 from annsnn.models import build
-from lightning_modules import tracking
+import tracking
 
 NETS = {"cnn-small": (1, 28, {"width": 16}, 256), "resnet20": (3, 32, {}, 64), "vgg16": (3, 32, {}, 32)}
 

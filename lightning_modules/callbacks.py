@@ -17,7 +17,7 @@ from annsnn import convert, simulate
 from annsnn.convert import METHODS
 from annsnn.simulate import SimResult
 
-from . import tracking
+import tracking
 
 
 def child_name(method: str, leak: float) -> str:

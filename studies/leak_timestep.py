@@ -197,7 +197,7 @@ def resolve_source(args) -> dict:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        from lightning_modules import tracking
+        import tracking
         uri = tracking.tracking_uri(args.tracking_uri)
         client = MlflowClient(uri)
         try:
@@ -546,7 +546,7 @@ def log_mlflow(args, ctx: dict, trials, out: Path) -> dict:
     """Parent run for the study, a nested run per trial, a nested test-evaluation run."""
     from mlflow.entities import Metric
 
-    from lightning_modules import tracking as LT
+    import tracking as LT
 
     from . import tracking
     client, uri = tracking.client_for(args.tracking_uri)

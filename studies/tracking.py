@@ -11,7 +11,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from lightning_modules import tracking as T
+import tracking as T
 
 
 def client_for(uri: str | None):
