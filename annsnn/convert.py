@@ -1,18 +1,16 @@
 """ANN -> SNN conversion as a module swap (DESIGN section 2).
 
-``convert`` folds BatchNorm into the preceding conv/linear, checks that nothing
-in the network would make the conversion inexact, computes thresholds where the
-method needs them, and replaces each activation module by an ``IFNeuron``. The
-graph itself is kept, so residual additions work unchanged.
+``convert`` is one fixed template: copy, trace, check that nothing in the network
+would make the conversion inexact, fold BatchNorm into the preceding conv/linear,
+then ask the method's recipe (annsnn.recipes) for the thresholds and for the
+``IFNeuron`` that replaces each activation module, and freeze. The graph itself is
+kept, so residual additions work unchanged.
 """
 from __future__ import annotations
 
 import copy
-import math
 import operator
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.fx
@@ -20,38 +18,24 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .activations import QCFS, StepReLU
+from .activations import ACTIVATIONS
 from .models import Normalize
 from .neurons import IFNeuron, check_leak
+from .recipes import Recipe, get_recipe
+from .recipes.calibration import calibrate_thresholds
+
+__all__ = ["ConversionError", "convert", "check_convertible", "fold_bn", "trace",
+           "calibrate_thresholds"]
 
 
 class ConversionError(ValueError):
     """The network cannot be converted exactly; the message names the layer and the fix."""
 
 
-@dataclass(frozen=True)
-class Method:
-    name: str
-    activation: str              # the ANN activation the method converts ("relu", "qcfs", "steprelu")
-    accepts: tuple               # activation module types it converts
-    needs_calibration: bool
-    description: str
+def activation_types() -> tuple[type, ...]:
+    """Every registered ANN activation class (annsnn.activations.ACTIVATIONS)."""
+    return tuple(ACTIVATIONS.values())
 
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("maxnorm", "relu", (nn.ReLU,), True,
-           "ReLU ANN, threshold = per-layer max activation on the calibration set, single-spike IF, V0 = 0"),
-    Method("robustnorm", "relu", (nn.ReLU,), True,
-           "ReLU ANN, threshold = per-layer percentile (99.9) on the calibration set, single-spike IF, V0 = 0"),
-    Method("qcfs", "qcfs", (QCFS,), False,
-           "QCFS ANN, threshold = learned lam_q, single-spike IF, V0 = lam_q/2"),
-    Method("steprelu", "steprelu", (StepReLU,), False,
-           "StepReLU ANN, threshold = theta, multi-spike IF (up to L spikes per step), V0 = phi*theta"),
-    Method("steprelu-single", "steprelu", (StepReLU,), False,
-           "StepReLU ANN, threshold = theta*L, single-spike IF, V0 = phi*theta*L (ablation)"),
-)}
-
-ACTIVATION_TYPES = (nn.ReLU, StepReLU, QCFS)
 
 # Leaf modules whose eval-mode forward is affine or identity, hence survives conversion exactly.
 LINEAR_LEAVES = (
@@ -100,12 +84,6 @@ def _is_linear_call(node: torch.fx.Node) -> bool:
     return False
 
 
-def _get_method(method: str) -> Method:
-    if method not in METHODS:
-        raise ValueError(f"unknown conversion method {method!r}; valid: {', '.join(METHODS)}")
-    return METHODS[method]
-
-
 def _set_module(root: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, attr = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
@@ -116,7 +94,7 @@ class _LeafTracer(torch.fx.Tracer):
     """Treat our activations and neurons as leaves so their internals are not traced."""
 
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, ACTIVATION_TYPES + (IFNeuron, Normalize)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, activation_types() + (IFNeuron, Normalize)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> torch.fx.Graph | None:
@@ -140,25 +118,26 @@ def _node_owner(node: torch.fx.Node) -> str:
     return f"forward() call '{name}' (graph node {node.name})"
 
 
-def check_convertible(model: nn.Module, method: str, graph: torch.fx.Graph | None = None) -> None:
-    """Raise ConversionError for anything that ``method`` cannot convert exactly."""
-    spec = _get_method(method)
+def check_convertible(model: nn.Module, method: str | Recipe, graph: torch.fx.Graph | None = None) -> None:
+    """Raise ConversionError for anything that ``method`` (a name or a Recipe) cannot convert exactly."""
+    recipe = get_recipe(method)
+    accepted, known = ACTIVATIONS[recipe.activation], activation_types()
     for name, m in model.named_modules():
         label = name or "<root>"
         if isinstance(m, MAX_POOLS):
             raise ConversionError(f"layer '{label}' is {type(m).__name__}: max pooling has no exact "
                                   "spiking counterpart; use nn.AvgPool2d (models meant for conversion "
                                   "use average pooling)")
-        if isinstance(m, ACTIVATION_TYPES):
-            if not isinstance(m, spec.accepts) or (isinstance(m, StepReLU) and spec.activation != "steprelu"):
+        if isinstance(m, known):
+            if not isinstance(m, accepted):
                 raise ConversionError(
-                    f"layer '{label}' is {type(m).__name__}, but method '{method}' converts "
-                    f"{spec.activation} networks; train the ANN with activation '{spec.activation}' "
+                    f"layer '{label}' is {type(m).__name__}, but method '{recipe.name}' converts "
+                    f"{recipe.activation} networks; train the ANN with activation '{recipe.activation}' "
                     f"or pick the method for {type(m).__name__}")
-            if isinstance(m, StepReLU) and not m.clip:
-                raise ConversionError(f"layer '{label}' is StepReLU(clip=False): inputs above L*theta "
-                                      "pass unchanged, which no spiking neuron with at most L spikes "
-                                      "per step reproduces; train with clip=True")
+            if not getattr(m, "clip", True):
+                raise ConversionError(f"layer '{label}' is {type(m).__name__}(clip=False): inputs above "
+                                      "L*theta pass unchanged, which no spiking neuron with at most L "
+                                      "spikes per step reproduces; train with clip=True")
             continue
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats:
             raise ConversionError(f"layer '{label}' is BatchNorm without running statistics: in eval "
@@ -169,7 +148,7 @@ def check_convertible(model: nn.Module, method: str, graph: torch.fx.Graph | Non
         if next(m.children(), None) is None and not isinstance(m, LINEAR_LEAVES):
             raise ConversionError(f"layer '{label}' is {type(m).__name__}, which has no exact spiking "
                                   "counterpart; supported: conv/linear/BatchNorm/average pooling/"
-                                  "flatten/dropout and the ReLU, QCFS and StepReLU activations")
+                                  f"flatten/dropout and the activations {', '.join(ACTIVATIONS)}")
     if graph is None:
         return
     calls: dict[str, int] = {}
@@ -183,7 +162,7 @@ def check_convertible(model: nn.Module, method: str, graph: torch.fx.Graph | Non
                                   "use an activation module (nn.ReLU / QCFS / StepReLU) or a "
                                   "linear layer instead")
     for target, n in calls.items():
-        if n > 1 and isinstance(model.get_submodule(target), ACTIVATION_TYPES):
+        if n > 1 and isinstance(model.get_submodule(target), known):
             raise ConversionError(f"activation layer '{target}' is called {n} times in forward(); a "
                                   "spiking neuron keeps state, so give each call its own module")
 
@@ -232,132 +211,25 @@ def fold_bn(model: nn.Module, graph: torch.fx.Graph | None = None, inplace: bool
     return model
 
 
-def _batches(loader: Iterable, device) -> Iterable[torch.Tensor]:
-    for batch in loader:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        yield x.to(device)
-
-
-def _check_unshuffled(loader) -> None:
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, torch.utils.data.RandomSampler):
-        raise ValueError("calib_loader shuffles its data; thresholds must not depend on the order "
-                         "or batch size: pass a loader with shuffle=False")
-
-
-def _activation_outputs(model, names, loader, device, fn: Callable[[str, torch.Tensor], None]):
-    def hook_for(n):
-        def hook(mod, inp, out):
-            fn(n, out.detach().reshape(-1))  # returns None: never replace the layer's output
-        return hook
-    hooks = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
-    try:
-        with torch.inference_mode():
-            for x in _batches(loader, device):
-                model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-def calibrate_thresholds(model: nn.Module, loader, percentile: float | None = None,
-                         bins: int = 4096) -> dict[str, float]:
-    """Per-activation-layer max (``percentile=None``) or exact percentile of its outputs.
-
-    Exact and independent of batch size and order: the max is a running max; the
-    percentile (numpy's linear interpolation) uses a histogram pass to find the
-    bins holding the two order statistics, then a pass that keeps only those values.
-    """
-    if percentile is not None and not 0.0 < float(percentile) <= 100.0:
-        raise ValueError(f"percentile must lie in (0, 100], got {percentile!r}")
-    _check_unshuffled(loader)
-    model.eval()
-    device = next(model.parameters()).device
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
-    vmax = {n: 0.0 for n in names}
-    count = {n: 0 for n in names}
-
-    def pass_max(n, v):
-        vmax[n] = max(vmax[n], float(v.max())) if v.numel() else vmax[n]
-        count[n] += v.numel()
-    _activation_outputs(model, names, loader, device, pass_max)
-    if count and min(count.values()) == 0:
-        raise ValueError("calib_loader yielded no data")
-    if percentile is None or float(percentile) == 100.0:
-        result = dict(vmax)
-    else:
-        q = float(percentile) / 100.0
-        hist = {n: torch.zeros(bins, dtype=torch.int64) for n in names}
-
-        def bin_of(n, v):
-            scale = bins / vmax[n] if vmax[n] > 0 else 0.0
-            return torch.clamp((v.double() * scale).long(), 0, bins - 1)
-
-        _activation_outputs(model, names, loader, device,
-                            lambda n, v: hist[n].add_(torch.bincount(bin_of(n, v).cpu(), minlength=bins)))
-        want = {}
-        for n in names:
-            pos = (count[n] - 1) * q
-            lo = int(math.floor(pos))
-            hi = min(lo + 1, count[n] - 1)
-            cum = torch.cumsum(hist[n], 0)
-            b_lo = int(torch.searchsorted(cum, torch.tensor(lo), right=True))
-            b_hi = int(torch.searchsorted(cum, torch.tensor(hi), right=True))
-            below = int(cum[b_lo - 1]) if b_lo > 0 else 0
-            want[n] = (pos, lo, hi, b_lo, b_hi, below, [])
-
-        def keep(n, v):
-            _, _, _, b_lo, b_hi, _, store = want[n]
-            b = bin_of(n, v)
-            store.append(v[(b >= b_lo) & (b <= b_hi)].cpu())
-        _activation_outputs(model, names, loader, device, keep)
-        result = {}
-        for n, (pos, lo, hi, _, _, below, store) in want.items():
-            vals = torch.sort(torch.cat(store).double()).values
-            v_lo, v_hi = float(vals[lo - below]), float(vals[hi - below])
-            result[n] = v_lo + (pos - lo) * (v_hi - v_lo)
-    for n, v in result.items():
-        if not v > 0:
-            warnings.warn(f"activation layer '{n}' never fired on the calibration set; threshold set to 1.0")
-            result[n] = 1.0
-    return result
-
-
-def _neuron_for(spec: Method, act: nn.Module, threshold: float | None, leak: float) -> IFNeuron:
-    if spec.name in ("maxnorm", "robustnorm"):
-        return IFNeuron(threshold, max_spikes=1, phi=0.0, leak=leak)
-    if spec.name == "qcfs":
-        return IFNeuron(act.clip_value().detach(), max_spikes=1, phi=0.5, leak=leak)
-    if spec.name == "steprelu":
-        return IFNeuron(act.threshold().detach(), max_spikes=act.L, phi=act.phi, leak=leak)
-    return IFNeuron(act.threshold().detach() * act.L, max_spikes=1, phi=act.phi, leak=leak)
-
-
-def convert(ann: nn.Module, method: str, calib_loader=None, leak: float = 1.0,
-            percentile: float = 99.9) -> nn.Module:
-    """Return a new spiking network for ``method`` (see ``METHODS``); ``ann`` is left untouched.
-
-    maxnorm/robustnorm need ``calib_loader`` (unshuffled, no augmentation); robustnorm
-    uses ``percentile`` of each layer's activations.
-    """
-    spec = _get_method(method)
+def convert(ann: nn.Module, method: str | Recipe, calib_loader=None, leak: float = 1.0) -> nn.Module:
+    """Return a new spiking network for ``method`` (a name in ``annsnn.recipes.RECIPES`` or a
+    Recipe); ``ann`` is left untouched. Recipes that calibrate need ``calib_loader``
+    (unshuffled, no augmentation)."""
+    recipe = get_recipe(method)
     leak = check_leak(leak)
-    if spec.needs_calibration and calib_loader is None:
-        raise ValueError(f"method '{method}' computes thresholds on a calibration set: pass calib_loader")
+    if recipe.needs_calibration and calib_loader is None:
+        raise ValueError(f"method '{recipe.name}' computes thresholds on a calibration set: "
+                         "pass calib_loader")
     model = copy.deepcopy(ann).eval()
     graph = trace(model)
-    check_convertible(model, method, graph)
-    acts = [(n, m) for n, m in model.named_modules() if isinstance(m, ACTIVATION_TYPES)]
+    check_convertible(model, recipe, graph)
+    acts = recipe.layers(model)
     if not acts:
         raise ConversionError("the network has no activation layer to convert")
     model = fold_bn(model, graph, inplace=True)
-    thresholds = {}
-    if spec.needs_calibration:
-        thresholds = calibrate_thresholds(model, calib_loader,
-                                          None if method == "maxnorm" else percentile)
+    thresholds = recipe.thresholds(model, calib_loader) if recipe.needs_calibration else None
     for name, act in acts:
-        _set_module(model, name, _neuron_for(spec, act, thresholds.get(name), leak))
-    model.annsnn_method = method
+        _set_module(model, name, recipe.neuron(act, thresholds[name] if thresholds else None, leak))
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -179,10 +179,10 @@ def build(arch: str, activation="relu", num_classes: int = 10, in_channels: int 
           std: Sequence[float] | None = None, **kwargs) -> nn.Module:
     """Build ``arch`` with ``activation`` everywhere; mean/std set the input normalisation
     (omitted: identity, i.e. the model expects already-normalised inputs)."""
+    if (mean is None) != (std is None):  # before Normalize, which would fail on a None first
+        raise ValueError("give both mean and std, or neither")
     act = _factory(activation)
     norm = Normalize(mean, std) if mean is not None else None
-    if (mean is None) != (std is None):
-        raise ValueError("give both mean and std, or neither")
     common = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size, norm=norm)
     if arch == "cnn-small":
         return CNNSmall(act, **common, **kwargs)

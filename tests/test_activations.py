@@ -168,6 +168,28 @@ def test_make_activation():
         make_activation("relu", L=3)
 
 
+def test_make_activation_unknown_option_names_the_valid_ones():
+    """A typo in a knob (theta -> thetaa) is a one-line ValueError, not a TypeError traceback."""
+    with pytest.raises(ValueError) as e:
+        make_activation({"name": "steprelu", "thetaa": 0.1})
+    assert type(e.value) is ValueError
+    msg = str(e.value)
+    assert "thetaa" in msg and "steprelu" in msg
+    for knob in ("theta", "L", "phi", "clip", "learn_theta"):
+        assert knob in msg.split("valid:")[1]
+    with pytest.raises(ValueError, match="init_lam"):
+        make_activation("qcfs", lam=3.0)
+
+
+def test_activation_registry_builds_every_entry():
+    """make_activation goes through ACTIVATIONS: each registered name builds its class."""
+    from annsnn.activations import ACTIVATIONS
+    assert list(ACTIVATIONS) == ["relu", "qcfs", "steprelu"]
+    for name, cls in ACTIVATIONS.items():
+        assert type(make_activation(name)) is cls
+        assert type(make_activation(name.upper())) is cls
+
+
 @pytest.mark.parametrize("make", [lambda: StepReLU(0.1, 8, 0.5, learn_theta=True),
                                   lambda: QCFS(8, 0.8)])
 def test_learnable_threshold_stays_positive_and_converts(make):
@@ -214,3 +236,60 @@ def test_fixed_theta_fast_path_matches_autograd_graph_bitwise(L, theta, phi, see
     (y2 * w).sum().backward()
     assert torch.equal(x1.grad, x2.grad)
     assert bool((x1.grad != 0).any()) and bool((x1.grad == 0).any())  # both branches hit
+
+
+# ----------------------------------------------------------------------------- fused kernels
+
+def plain_levels(u: torch.Tensor, L: int) -> torch.Tensor:
+    """clamp(floor(u), 0, L) with the documented straight-through gradient, in plain ops:
+    gradient 1 where 0 <= floor(u) <= L, else 0 (a reference independent of fused.py)."""
+    lev = torch.floor(u.detach())
+    window = ((lev >= 0) & (lev <= L)).to(u.dtype)
+    return torch.clamp(lev, 0, L) + (u - u.detach()) * window
+
+
+def plain_step_relu(x: torch.Tensor, theta: torch.Tensor, L: int, phi: float) -> torch.Tensor:
+    """theta * clamp(floor(x/theta + phi), 0, L), op for op, with ``plain_levels``."""
+    return theta * plain_levels(x / theta + phi, L)
+
+
+def _inputs(seed: int, theta: float, L: int, phi: float, dtype) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.tensor(theta, dtype=torch.float32)
+    grid = (torch.arange(-3, L + 4, dtype=torch.float32) - phi) * t  # boundaries and clamp edges
+    return torch.cat([torch.randn(4000, generator=g) * theta * L, grid, -grid]).to(dtype)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(L=st.integers(1, 20), theta=st.floats(0.01, 2.0), phi=st.sampled_from([0.0, 0.5]),
+       seed=st.integers(0, 2 ** 16), bf16=st.booleans())
+def test_fused_kernels_equal_the_plain_formula_bitwise(L, theta, phi, seed, bf16):
+    """fused.py is speed only: clamp_floor_ste and the fixed-theta StepReLU give the plain
+    formula's values and input gradients bit for bit (float32 and bfloat16), on random
+    inputs and on every step boundary and clamp edge."""
+    from annsnn.fused import clamp_floor_ste, fixed_theta_step_relu
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    t = torch.tensor(theta, dtype=torch.float32)
+    x0 = _inputs(seed, theta, L, phi, dtype)
+    w = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    for fused, plain in ((lambda x: clamp_floor_ste(x / t + phi, L), lambda x: plain_levels(x / t + phi, L)),
+                         (lambda x: fixed_theta_step_relu(x, t, L, phi),
+                          lambda x: plain_step_relu(x, t, L, phi))):
+        x1, x2 = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+        y1, y2 = fused(x1), plain(x2)
+        assert y1.dtype == y2.dtype and torch.equal(y1, y2)
+        (y1 * w).sum().backward()
+        (y2 * w).sum().backward()
+        assert torch.equal(x1.grad, x2.grad)
+        assert bool((x1.grad != 0).any()) and bool((x1.grad == 0).any())  # both branches hit
+    assert torch.equal(StepReLU(theta, L, phi)(x0), plain_step_relu(x0, t, L, phi))
+
+
+def test_fused_window_edges_spelled_out():
+    """clamp_floor_ste passes the gradient for floor(u) in [0, L], edges included."""
+    from annsnn.fused import clamp_floor_ste
+    u = torch.tensor([-0.5, 0.0, 0.5, 2.99, 3.0, 3.5, 4.0], requires_grad=True)
+    y = clamp_floor_ste(u, 3)
+    assert y.tolist() == [0, 0, 0, 2, 3, 3, 3]
+    y.sum().backward()
+    assert u.grad.tolist() == [0, 1, 1, 1, 1, 1, 0]

@@ -1,4 +1,4 @@
-"""convert(): thresholds of maxnorm/robustnorm against an independent computation,
+"""convert(): thresholds of the rate-norm recipes against an independent computation,
 refusals that name the offending layer, argument checks, and that the source ANN is
 left untouched."""
 from __future__ import annotations
@@ -14,7 +14,9 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 import annsnn
-from annsnn import QCFS, ConversionError, IFNeuron, StepReLU, calibrate_thresholds, convert, simulate
+from annsnn import (QCFS, ConversionError, IFNeuron, StepReLU, calibrate_thresholds, convert,
+                    get_recipe, simulate)
+from annsnn.recipes.ratenorm import RateNorm
 
 from conftest import randomize_bn, tiny_loader
 
@@ -88,8 +90,8 @@ def test_maxnorm_thresholds_are_layer_maxima(calib, batch_size):
 def test_robustnorm_thresholds_are_numpy_percentiles(calib, batch_size, percentile):
     net, x, acts = calib
     loader = tiny_loader(x, batch_size=batch_size)
-    kw = {} if percentile == 99.9 else {"percentile": percentile}
-    snn = convert(net, "robustnorm", loader, **kw)
+    method = "robustnorm" if percentile == 99.9 else RateNorm("rn", percentile=percentile, nonzero=False)
+    snn = convert(net, method, loader)
     neurons = dict(annsnn.spiking_layers(snn))
     direct = calibrate_thresholds(fold_by_hand(net), loader, percentile)
     for name, vals in acts.items():
@@ -98,6 +100,27 @@ def test_robustnorm_thresholds_are_numpy_percentiles(calib, batch_size, percenti
         assert abs(float(neurons[name].theta) - want) <= 1e-6 * want
         assert abs(direct[name] - want) <= 1e-6 * want
         assert neurons[name].max_spikes == 1 and neurons[name].phi == 0.0
+
+
+@pytest.mark.parametrize("percentile", [99.9, 90.0, 50.0])
+@pytest.mark.parametrize("batch_size", [7, 64])
+def test_nonzero_percentiles_are_numpy_percentiles_of_the_nonzero_values(calib, batch_size,
+                                                                         percentile):
+    """nonzero=True (Rueckauer's snntoolbox): the percentile over the activations > 0 only."""
+    net, x, acts = calib
+    loader = tiny_loader(x, batch_size=batch_size)
+    direct = calibrate_thresholds(fold_by_hand(net), loader, percentile, nonzero=True)
+    snn = convert(net, RateNorm("rn-nz", percentile=percentile, nonzero=True), loader)
+    neurons = dict(annsnn.spiking_layers(snn))
+    for name, vals in acts.items():
+        pos = vals[vals != 0].astype(np.float64)
+        assert 0 < pos.size < vals.size  # premise: zeros present, so the conventions differ
+        want = float(np.percentile(pos, percentile))
+        assert want > float(np.percentile(vals.astype(np.float64), percentile))
+        assert abs(direct[name] - want) <= 1e-6 * want
+        assert abs(float(neurons[name].theta) - want) <= 1e-6 * want
+    assert calibrate_thresholds(fold_by_hand(net), loader, None, nonzero=True) == \
+        {n: float(v.max()) for n, v in acts.items()}
 
 
 def test_thresholds_do_not_depend_on_batch_size(calib):
@@ -125,7 +148,9 @@ def test_calibration_needs_a_loader_and_a_valid_percentile(calib):
         assert type(e.value) is ValueError
     for p in (0.0, -1.0, 100.5):
         with pytest.raises(ValueError, match=r"\(0, 100\]"):
-            convert(net, "robustnorm", tiny_loader(x), percentile=p)
+            RateNorm("bad", percentile=p)
+        with pytest.raises(ValueError, match=r"\(0, 100\]"):
+            calibrate_thresholds(fold_by_hand(net), tiny_loader(x), p)
 
 
 # ----------------------------------------------------------------------------- neuron per method
@@ -143,6 +168,10 @@ def test_neuron_settings_per_method():
     r = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2))
     m = convert(r, "maxnorm", tiny_loader(x))[1]
     assert m.max_spikes == 1 and m.phi == 0.0
+    m = convert(r, "opi", tiny_loader(x))[1]
+    assert m.max_spikes == 1 and m.phi == 0.5
+    capped = convert(step, get_recipe("steprelu").__class__(name="steprelu-cap2", max_spikes=2))[1]
+    assert (float(capped.theta), capped.max_spikes, capped.phi) == (0.25, 2, 0.5)
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -216,7 +245,7 @@ def test_refusals_name_the_layer(factory, method, name):
                                               nn.Conv2d) else torch.randn(4, 4)
     with torch.no_grad():
         net(x)  # the network itself runs (and LazyLinear gets its shape)
-    loader = tiny_loader(x) if annsnn.METHODS[method].needs_calibration else None
+    loader = tiny_loader(x) if get_recipe(method).needs_calibration else None
     with pytest.raises(ConversionError) as e:
         convert(net, method, loader)
     assert name in str(e.value), str(e.value)
@@ -245,7 +274,7 @@ def test_convert_rejects_bad_leak(kwargs, needle):
 def test_unknown_method_lists_valid_ones():
     with pytest.raises(ValueError) as e:
         convert(mlp("act", StepReLU(0.1, 4)), "stepReLU-multi")
-    for name in ("maxnorm", "robustnorm", "qcfs", "steprelu", "steprelu-single"):
+    for name in ("maxnorm", "robustnorm", "opi", "qcfs", "steprelu", "steprelu-single"):
         assert name in str(e.value)
 
 

@@ -40,3 +40,10 @@ def test_vgg_cpu_pools_before_the_activation_where_cfg_says_and_checks_its_cfg()
         build("vgg-cpu", "relu", 10, 3, 30, cfg=[8, "P", 16, "P"])
     with pytest.raises(ValueError, match="conv widths"):
         build("vgg-cpu", "relu", 10, 3, 32, cfg=["P", 8])
+
+
+@pytest.mark.parametrize("kw", [dict(mean=[0.5, 0.5, 0.5]), dict(std=[0.25, 0.25, 0.25])])
+def test_mean_without_std_or_std_without_mean_is_a_clear_error(kw):
+    with pytest.raises(ValueError, match="both mean and std") as e:
+        build("resnet20", "relu", 10, 3, 32, **kw)
+    assert type(e.value) is ValueError
