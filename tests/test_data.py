@@ -1,25 +1,33 @@
-"""Tests for lightning_modules.data: where data comes from, splits, augmentation.
+"""Tests for the data layer (lightning_modules.data, .data_sources, .data_readers).
 
 Fake datasets are written in the real formats (IDX .gz, CIFAR pickles, a JPEG
-tarball, an ImageFolder tree) into tmp_path, and the module's offline paths and
-cache are pointed at them, so the fallback chain is tested without network and
-without touching the project cache.  Fake images carry their own index in
-pixel (0, 0), so splits can be checked from what the loaders actually yield.
+tarball, an ImageFolder tree) into tmp_path, and the sources module's offline
+paths and cache are pointed at them, so the fallback chain is tested without
+network and without touching the project cache.  Fake images carry their own
+index in pixel (0, 0), so splits can be checked from what the loaders actually
+yield.  The real copies, where present, are checked against torchvision's own
+readers and against fingerprints of what the committed results were trained on.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import pickle
+import socket
 import struct
 import tarfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import lightning_modules.data as D
+import lightning_modules.data_readers as R
+import lightning_modules.data_sources as S
+from conftest import run_if
 
 N_TRAIN, N_TEST = 200, 50
 
@@ -75,7 +83,8 @@ def write_jpeg_tarball(path: Path, per_class: tuple[int, int] = (3, 1)) -> None:
 
 
 def write_cifar_pickles(root: Path, name: str, n_train: int = 100, n_test: int = 20) -> None:
-    """torchvision's python-pickle layout (cifar-10-batches-py / cifar-100-python)."""
+    """torchvision's python-pickle layout (cifar-10-batches-py / cifar-100-python), with its
+    meta file; torchvision also checks md5s, which `fake_cifar_ok` clears."""
     g = torch.Generator().manual_seed(7)
     ncls = 10 if name == "cifar10" else 100
     key = "labels" if name == "cifar10" else "fine_labels"
@@ -83,7 +92,7 @@ def write_cifar_pickles(root: Path, name: str, n_train: int = 100, n_test: int =
     def batch(n, offset):
         x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
         x[:, 0, 0, 0] = torch.arange(offset, offset + n, dtype=torch.uint8)
-        return {b"data": x.reshape(n, -1).numpy(), key.encode(): [(offset + i) % ncls for i in range(n)]}
+        return {"data": x.reshape(n, -1).numpy(), key: [(offset + i) % ncls for i in range(n)]}
 
     def dump(p, d):
         with open(p, "wb") as f:
@@ -96,9 +105,11 @@ def write_cifar_pickles(root: Path, name: str, n_train: int = 100, n_test: int =
         for i in range(5):
             dump(folder / f"data_batch_{i + 1}", batch(per, i * per))
         dump(folder / "test_batch", batch(n_test, 0))
+        dump(folder / "batches.meta", {"label_names": list(D.CIFAR10_CLASSES)})
     else:
         dump(folder / "train", batch(n_train, 0))
         dump(folder / "test", batch(n_test, 0))
+        dump(folder / "meta", {"fine_label_names": [f"class{i}" for i in range(100)]})
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -113,7 +124,7 @@ def downloads(monkeypatch):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -2] "
                            "Name or service not known>")
 
-    monkeypatch.setattr(D, "_torchvision_download", fail)
+    monkeypatch.setattr(S, "_torchvision_download", fail)
     return calls
 
 
@@ -123,21 +134,32 @@ def offline(tmp_path, monkeypatch, downloads):
     write_idx_set(tmp_path / "shared" / "mnist", marker=11)
     write_idx_set(tmp_path / "fashion", marker=22)
     write_jpeg_tarball(tmp_path / "shared" / "cifar10-jpeg.tar.gz")
-    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(D, "MNIST_OFFLINE_DIR", tmp_path / "shared" / "mnist")
-    monkeypatch.setattr(D, "FASHION_MNIST_OFFLINE_DIR", tmp_path / "fashion")
-    monkeypatch.setattr(D, "CIFAR10_JPEG_TARBALL", tmp_path / "shared" / "cifar10-jpeg.tar.gz")
+    monkeypatch.setattr(S, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(S, "MNIST_OFFLINE_DIR", tmp_path / "shared" / "mnist")
+    monkeypatch.setattr(S, "FASHION_MNIST_OFFLINE_DIR", tmp_path / "fashion")
+    monkeypatch.setattr(S, "CIFAR10_JPEG_TARBALL", tmp_path / "shared" / "cifar10-jpeg.tar.gz")
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
     return tmp_path
 
 
 @pytest.fixture
+def fake_cifar_ok(monkeypatch):
+    """torchvision checks each CIFAR file's md5 against the real dataset's; a fake cannot match."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    for cls in (CIFAR10, CIFAR100):
+        monkeypatch.setattr(cls, "train_list", [[f, None] for f, _ in cls.train_list])
+        monkeypatch.setattr(cls, "test_list", [[f, None] for f, _ in cls.test_list])
+        monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": None})
+
+
+@pytest.fixture
 def nothing(tmp_path, monkeypatch, downloads):
     """No data anywhere."""
-    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(D, "MNIST_OFFLINE_DIR", tmp_path / "absent" / "mnist")
-    monkeypatch.setattr(D, "FASHION_MNIST_OFFLINE_DIR", tmp_path / "absent" / "fashion")
-    monkeypatch.setattr(D, "CIFAR10_JPEG_TARBALL", tmp_path / "absent" / "cifar10-jpeg.tar.gz")
+    monkeypatch.setattr(S, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(S, "MNIST_OFFLINE_DIR", tmp_path / "absent" / "mnist")
+    monkeypatch.setattr(S, "FASHION_MNIST_OFFLINE_DIR", tmp_path / "absent" / "fashion")
+    monkeypatch.setattr(S, "CIFAR10_JPEG_TARBALL", tmp_path / "absent" / "cifar10-jpeg.tar.gz")
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
     return tmp_path
 
@@ -207,7 +229,7 @@ def test_decoded_cache_is_reused(offline, capsys, monkeypatch):
     def boom(*a):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(D, "_read_idx_set", boom)
+    monkeypatch.setattr(R, "read_idx", boom)
     capsys.readouterr()
     second = setup_dm("mnist")
     assert "decoded cache" in capsys.readouterr().out
@@ -242,7 +264,7 @@ def test_cifar10_jpeg_folder_in_data_dir(offline, tmp_path):
 
 
 @pytest.mark.parametrize("name,ncls", [("cifar10", 10), ("cifar100", 100)])
-def test_cifar_pickles_from_data_dir(nothing, name, ncls):
+def test_cifar_pickles_from_data_dir(nothing, fake_cifar_ok, name, ncls):
     write_cifar_pickles(nothing / "user", name)
     dm = setup_dm(name, data_dir=nothing / "user", batch_size=16, val_fraction=0.1)
     assert dm.info.num_classes == ncls
@@ -280,11 +302,61 @@ def test_torchvision_layout_in_data_dir_and_cache(nothing, monkeypatch, capsys):
     def fake_download(name, root):  # what torchvision leaves behind after a download
         write_idx_set(Path(root) / "MNIST" / "raw", marker=55)
 
-    monkeypatch.setattr(D, "_torchvision_download", fake_download)
+    monkeypatch.setattr(S, "_torchvision_download", fake_download)
     capsys.readouterr()
     x, _ = setup_dm("mnist").train_set[0]
     assert "torchvision download" in capsys.readouterr().out
     assert round(float(x[0, 0, 3]) * 255) == 55
+
+
+def test_idx_read_in_place_or_from_a_temporary_root(nothing, monkeypatch):
+    """Unpacked IDX files in torchvision's layout are read where they are; gzipped ones are
+    unpacked into a temporary root in the cache, gone afterwards (the decoded cache stays)."""
+    roots = []
+    read = R.read_torchvision
+
+    def spy(name, root):
+        roots.append(Path(root))
+        return read(name, root)
+
+    monkeypatch.setattr(R, "read_torchvision", spy)
+    raw = nothing / "plain" / "MNIST" / "raw"
+    write_idx_set(raw, marker=66)
+    for gz in raw.glob("*.gz"):
+        (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+        gz.unlink()
+    x, _ = setup_dm("mnist", data_dir=nothing / "plain").train_set[0]
+    assert round(float(x[0, 0, 3]) * 255) == 66 and roots == [nothing / "plain"]
+
+    write_idx_set(nothing / "gz" / "mnist", marker=77)
+    x, _ = setup_dm("mnist", data_dir=nothing / "gz").train_set[0]
+    assert round(float(x[0, 0, 3]) * 255) == 77
+    assert roots[1].parent == S.CACHE_DIR and not roots[1].exists()
+    assert all(p.name.endswith("-decoded.pt") for p in S.CACHE_DIR.iterdir())
+
+
+def test_jpeg_tarball_reads_like_image_folder(tmp_path):
+    """The streamed tarball gives ImageFolder's images, labels and order, whatever the member order."""
+    from PIL import Image
+
+    tarball = tmp_path / "copy.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tf:
+        for split, n in (("test", 2), ("train", 3)):
+            for k, cls in reversed(list(enumerate(D.CIFAR10_CLASSES))):
+                for i in reversed(range(n)):
+                    buf = io.BytesIO()
+                    Image.new("RGB", (32, 32), (k * 25, i * 80, 30 * n)).save(buf, format="JPEG", quality=95)
+                    info = tarfile.TarInfo(f"{split}/{cls}/{i:04d}.jpg")
+                    info.size = len(buf.getvalue())
+                    tf.addfile(info, io.BytesIO(buf.getvalue()))
+    with tarfile.open(tarball) as tf:
+        tf.extractall(tmp_path / "tree", filter="data")
+    from_tar, from_folder = R.read_jpeg_tarball(tarball), R.read_jpeg_folder(tmp_path / "tree")
+    assert from_tar[4] == from_folder[4] == list(D.CIFAR10_CLASSES)
+    for a, b in zip(from_tar[:4], from_folder[:4]):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert torch.equal(from_tar[1], torch.arange(10).repeat_interleave(3))
+    assert from_tar[0][:, 1, 0, 0].tolist()[:3] == sorted(from_tar[0][:, 1, 0, 0].tolist()[:3])  # files by name
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg", "imagenet"])
@@ -297,7 +369,7 @@ def test_nothing_available_names_three_ways(nothing, name):
     assert name in msg
     assert "network" in msg and "torchvision downloads" in msg  # way 1
     assert "apt-get install dataset-fashion-mnist" in msg  # way 2
-    assert str(D.MNIST_OFFLINE_DIR) in msg and str(D.CIFAR10_JPEG_TARBALL) in msg
+    assert str(S.MNIST_OFFLINE_DIR) in msg and str(S.CIFAR10_JPEG_TARBALL) in msg
     assert "--data-dir" in msg and D.DATA_ENV_VAR in msg  # way 3
     for layout in ("MNIST/raw", "cifar-10-batches-py", "cifar10-jpeg/{train,test}", "imagenet/{train,val}"):
         assert layout in msg
@@ -363,9 +435,21 @@ def test_test_loader_order_and_subset(offline):
     assert bigger[:10] == sub  # the first N of one fixed order
 
 
+@pytest.mark.parametrize("n,frac,seed", [(60_000, 0.1, 0), (60_000, 0.1, 1), (50_000, 0.1, 2),
+                                         (1_281_167, 0.01, 0), (200, 0.25, 3), (10, 0.0, 0)])
+def test_split_indices_are_the_committed_split(n, frac, seed):
+    """random_split must give the split the committed nets were trained on: val is the head
+    of randperm(n) from a generator seeded with `seed`, train the rest, in that order."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(frac * n))
+    train, val = D.split_indices(n, frac, seed)
+    assert train.dtype == val.dtype == torch.int64
+    assert torch.equal(val, perm[:n_val]) and torch.equal(train, perm[n_val:])
+
+
 # ----------------------------------------------------------------------------- augmentation
 
-def test_cifar_train_augmented_eval_not(nothing):
+def test_cifar_train_augmented_eval_not(nothing, fake_cifar_ok):
     write_cifar_pickles(nothing / "user", "cifar10")
     dm = setup_dm("cifar10", data_dir=nothing / "user", val_fraction=0.2)
     idx = list(range(16))
@@ -397,13 +481,131 @@ def test_28x28_sets_not_augmented(offline):
     assert torch.equal(x, torch.stack([dm.train_set[i][0] for i in idx]))
 
 
+def test_no_global_state_per_batch(tmp_path, monkeypatch, fake_cifar_ok):
+    """Batches (gather, crop/flip, to float) and the download step leave the process's intra-op
+    thread count and default socket timeout alone: not even set and restored."""
+    calls = []
+    n_threads, timeout = torch.get_num_threads(), socket.getdefaulttimeout()
+    torch.set_num_threads(2)  # conftest runs on one thread; a "set to 1 if not 1" must show
+    try:
+        monkeypatch.setattr(S, "CACHE_DIR", tmp_path / "cache")
+        monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("threads", n)))
+        monkeypatch.setattr(socket, "setdefaulttimeout", lambda t: calls.append(("timeout", t)))
+        write_cifar_pickles(tmp_path / "user", "cifar10")
+        dm = setup_dm("cifar10", data_dir=tmp_path / "user", batch_size=16)
+        for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader(), dm.calib_dataloader()):
+            for _ in loader:
+                assert (torch.get_num_threads(), socket.getdefaulttimeout()) == (2, timeout)
+
+        seen = []
+
+        class Offline:  # stands in for torchvision's dataset class when offline
+            def __init__(self, root, train, download):
+                seen.append(socket.getdefaulttimeout())
+                raise RuntimeError("offline")
+
+        monkeypatch.setattr(R, "tv_class", lambda name: Offline)
+        with pytest.raises(RuntimeError):
+            S._torchvision_download("mnist", tmp_path / "cache")
+        assert seen == [timeout] and calls == []
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(n_threads)
+
+
 # ----------------------------------------------------------------------------- real data
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+# sha256 of the decoded uint8 tensors as the readers before torchvision produced them
+# (commit f525476), which the committed results were trained on: any change of reader
+# must leave every pixel and label as it was.
+BEFORE = {
+    "mnist": {
+        "train_x": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+        "train_y": "e474323ac02fc156161b0bbb1f8c9cfeb327a74bcd9f9680a8385269a24f566c",
+        "test_x": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+        "test_y": "2fd8de6bdb8d11780b4b96dc57847bcfe6953f7c32aa48bfcd8237c3b7847243",
+        "first100_train_x": "c8d7b3ac57a59fa463cbbcdc21a53485e2990f12ca46d0fef62dd86cadfd67a3",
+    },
+    "fashion-mnist": {
+        "train_x": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+        "train_y": "e3245b63f7c40d1c8b652835f19744d970c1613b40ddac6bcfc87b9c46e16a0b",
+        "test_x": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+        "test_y": "d51d859896c55775b9e9e219b77ff03bcec1b6ac322f313544dc3f9e7bc94fae",
+        "first100_train_x": "9fd5e05238929f78618002dd971c29d7154e418c5e6c5159dcbc48bead93a90f",
+    },
+    "cifar10-jpeg": {
+        "train_x": "f12bc101717acd0df836682c335adf2f0f589f6a84917c61c9d2512d7b4bae09",
+        "train_y": "a2084e87c76d1d22ef5ac30a81addb49027565cdc65f0e1b451ae5969d56117e",
+        "test_x": "2fb7dfcd1893f37e705d81075b9d9d7245d714b136474baa19c48f02d7a6f670",
+        "test_y": "c5575395e636cadcdfe5764ffc8d56f56d234a4dc687096f8fc2d975dd6a5597",
+        "first100_train_x": "a23fc1a0fe165932e048e51afca87724ac6af5f4c7d04df05d659ae7be4615ce",
+    },
+}
+
+
+def sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def fingerprints(d: dict) -> dict:
+    out = {k: sha256(d[k]) for k in ("train_x", "train_y", "test_x", "test_y")}
+    return {**out, "first100_train_x": sha256(d["train_x"][:100])}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("mnist", marks=run_if(paths=[S.MNIST_OFFLINE_DIR])),
+    pytest.param("fashion-mnist", marks=run_if(fashion_mnist=True)),
+])
+def test_real_idx_as_torchvision_reads_it_and_as_before(name, tmp_path, monkeypatch, downloads):
+    """The offline copies load bit for bit as torchvision's own IDX reader decodes the raw
+    files, and as the pre-torchvision readers did."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    monkeypatch.setattr(S, "CACHE_DIR", tmp_path / "cache")
+    d = S.load_in_memory(name)
+    assert fingerprints(d) == BEFORE[name]
+    folder = Path(S.MNIST_OFFLINE_DIR if name == "mnist" else S.FASHION_MNIST_OFFLINE_DIR)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        raw = {}
+        for kind in ("images-idx3", "labels-idx1"):
+            path = tmp_path / f"{prefix}-{kind}-ubyte"
+            path.write_bytes(gzip.decompress((folder / f"{path.name}.gz").read_bytes()))
+            raw[kind] = path
+        assert torch.equal(d[f"{split}_x"][:100, 0], read_image_file(str(raw["images-idx3"]))[:100])
+        assert torch.equal(d[f"{split}_y"][:100], read_label_file(str(raw["labels-idx1"]))[:100])
+
+
+@run_if(paths=[S.CIFAR10_JPEG_TARBALL])
+def test_real_cifar10_jpeg_first_images(tmp_path):
+    """The first 100 training images of the JPEG copy (airplanes, by file name) decode as
+    ImageFolder's own PIL loader decodes them, and as before; tarball and folder agree."""
+    from torchvision.datasets.folder import default_loader
+
+    first = {}  # (split, class) -> {file name: bytes}: all train airplanes, one image per other class
+    with tarfile.open(S.CIFAR10_JPEG_TARBALL) as tf:
+        for m in tf:
+            parts = Path(m.name).parts
+            if m.isfile() and len(parts) == 3:
+                first.setdefault(parts[:2], {})[parts[2]] = tf.extractfile(m).read()
+    files = {key: sorted(names)[:100 if key == ("train", "airplane") else 1] for key, names in first.items()}
+    with tarfile.open(tmp_path / "part.tar", "w") as tf:
+        for (split, cls), names in files.items():
+            for fn in names:
+                (tmp_path / "tree" / split / cls).mkdir(parents=True, exist_ok=True)
+                (tmp_path / "tree" / split / cls / fn).write_bytes(first[split, cls][fn])
+                tf.add(tmp_path / "tree" / split / cls / fn, f"{split}/{cls}/{fn}")
+    tx, ty, *_ = R.read_jpeg_folder(tmp_path / "tree")
+    assert sha256(tx[:100]) == BEFORE["cifar10-jpeg"]["first100_train_x"] and torch.all(ty[:100] == 0)
+    for img, fn in zip(tx[:5], files["train", "airplane"]):
+        pil = torch.as_tensor(np.array(default_loader(str(tmp_path / "tree" / "train" / "airplane" / fn))))
+        assert torch.equal(img, pil.permute(2, 0, 1))
+    assert torch.equal(R.read_jpeg_tarball(tmp_path / "part.tar")[0], tx)
+
+
+@run_if(fashion_mnist=True)
 def test_real_fashion_mnist(tmp_path, monkeypatch, downloads):
-    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
-    monkeypatch.setattr(D, "FASHION_MNIST_OFFLINE_DIR", Path("/usr/share/datasets/fashion-mnist"))
+    monkeypatch.setattr(S, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(S, "FASHION_MNIST_OFFLINE_DIR", Path("/usr/share/datasets/fashion-mnist"))
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
     dm = setup_dm("fashion-mnist", val_fraction=0.1)
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (54_000, 6_000, 10_000)
@@ -411,6 +613,7 @@ def test_real_fashion_mnist(tmp_path, monkeypatch, downloads):
     tx = dm._data["train_x"]
     assert tx.shape == (60_000, 1, 28, 28) and tx.dtype == torch.uint8
     assert torch.equal(dm._data["train_y"].bincount(), torch.full((10,), 6000))
+    assert fingerprints(dm._data) == BEFORE["fashion-mnist"]
     x, y = all_batches(dm.test_dataloader())
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0 and set(y.tolist()) == set(range(10))
     mean, std = (tx.float() / 255).mean().item(), (tx.float() / 255).std().item()
@@ -421,24 +624,26 @@ def test_real_fashion_mnist(tmp_path, monkeypatch, downloads):
     assert n == 54_000
 
 
-@pytest.mark.skipif(not (D.SHARED_DATA_DIR / "mnist").is_dir(), reason="shared offline MNIST copy absent")
+@run_if(paths=[S.SHARED_DATA_DIR / "mnist"])
 def test_real_mnist_offline_copy(tmp_path, monkeypatch, downloads):
-    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(S, "CACHE_DIR", tmp_path)
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
     dm = setup_dm("mnist")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (54_000, 6_000, 10_000)
     tx = dm._data["train_x"].float() / 255
     assert abs(tx.mean().item() - 0.1307) < 1e-3 and abs(tx.std().item() - 0.3081) < 1e-3
+    assert fingerprints(dm._data) == BEFORE["mnist"]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not D.CIFAR10_JPEG_TARBALL.is_file(), reason="shared cifar10-jpeg tarball absent")
+@run_if(paths=[S.CIFAR10_JPEG_TARBALL])
 def test_real_cifar10_jpeg(tmp_path, monkeypatch, downloads):
-    monkeypatch.setattr(D, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(S, "CACHE_DIR", tmp_path)
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
     dm = setup_dm("cifar10-jpeg")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (45_000, 5_000, 10_000)
     assert torch.equal(dm._data["test_y"].bincount(), torch.full((10,), 1000))
+    assert fingerprints(dm._data) == BEFORE["cifar10-jpeg"]
     tx = dm._data["train_x"].float() / 255
     assert torch.allclose(tx.mean((0, 2, 3)), torch.tensor(dm.info.mean), atol=1e-3)
     assert torch.allclose(tx.std((0, 2, 3)), torch.tensor(dm.info.std), atol=1e-3)
