@@ -4,6 +4,7 @@
 #   ./reproduce.sh test [args]  run the fast test suite (extra args go to pytest)
 #   ./reproduce.sh <preset>     run a preset from bench/presets/ (e.g. cpu-cifar10)
 #   ./reproduce.sh speed        run the speed benchmark (writes results/speed.md)
+#   ./reproduce.sh gpu-check    on a CUDA GPU: exactness, a short paper run, simulate speed (writes results/gpu-check.md)
 #   ./reproduce.sh ui           MLflow UI on http://127.0.0.1:5000
 #   ./reproduce.sh setup        only create/update .venv
 set -euo pipefail
@@ -48,7 +49,10 @@ case "$cmd" in
     speed)
         setup
         exec "$PY" -m bench speed "$@" ;;
-    -h|--help|help) sed -n '2,8p' "$0" ;;
+    gpu-check)
+        setup
+        exec "$PY" -m bench.gpu_check "$@" ;;
+    -h|--help|help) sed -n '2,9p' "$0" ;;
     *)
         setup
         ensure_fashion_mnist

@@ -10,13 +10,18 @@ Per step (DESIGN section 2):
     r_t = u_t - n_t,         output n_t * theta
 ``max_spikes = 1`` is the classic single-spike IF neuron, ``max_spikes = L``
 the multi-spike (membrane-potential encoding) neuron of StepReLU.
+
+The spike statistics stay on the neuron's device while it runs and are read on
+the host only when asked for (``spikes``, ``max_n``, ``spike_counts()``): a host
+read in every layer at every step would stall a GPU at every step.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .activations import check_levels, check_phi, check_theta, clamp_floor_ste
+from .activations import check_levels, check_phi, check_theta
+from .fused import clamp_floor_ste
 
 
 def check_leak(leak) -> float:
@@ -26,11 +31,40 @@ def check_leak(leak) -> float:
     return leak
 
 
+def _flat(n: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of ``n`` in its memory order (no copy for channels-last batches either)."""
+    if n.dim() == 4 and not n.is_contiguous() and n.is_contiguous(memory_format=torch.channels_last):
+        return n.permute(0, 2, 3, 1).reshape(-1)
+    return n.reshape(-1)
+
+
+def level_counts(n: torch.Tensor, max_spikes: int, device_kind: str | None = None) -> torch.Tensor:
+    """How many entries of ``n`` (whole numbers in 0..max_spikes) equal 0, 1, ..., max_spikes,
+    computed on n's device without a host read.
+
+    On the CPU: ``torch.bincount`` (int64 counts). Elsewhere bincount reads the input's
+    min and max back to the host, so the counts come from ``torch.histc`` over unit bins
+    centred on the levels, in float64 (whole numbers, exact below 2**53).
+    ``device_kind`` overrides n's device type, for testing the non-CPU path on a CPU.
+    """
+    flat = _flat(n.detach())
+    if (device_kind or flat.device.type) == "cpu":
+        small = torch.uint8 if max_spikes < 256 else torch.int64
+        return torch.bincount(flat.to(small), minlength=max_spikes + 1)
+    return torch.histc(flat.to(torch.float64), bins=max_spikes + 1, min=-0.5, max=max_spikes + 0.5)
+
+
 class IFNeuron(nn.Module):
     """Stateful spiking layer; call ``reset()`` before each new input sample/batch.
 
-    Statistics for the metrics (spikes emitted, largest spike count in one step,
-    neuron-steps simulated) accumulate until ``reset_stats()``.
+    Statistics for the metrics accumulate until ``reset_stats()``, as device tensors:
+    ``spike_total`` (float64, spikes emitted, n counted n times; each step's count is
+    the float32 sum of n, as the metrics have always taken it), ``peak`` (largest n in
+    one step) and, with ``count_levels = True``, ``hist`` (neuron-steps with
+    n = 0..max_spikes; it costs about as much as the neuron's own step on a CPU, hence
+    off by default); ``neuron_steps`` is an int (neurons x steps, summed over images).
+    A single-spike neuron's peak and histogram follow from its spike total.
+    ``spikes``, ``max_n`` and ``spike_counts()`` read them on the host.
     ``surrogate=True`` gives the floor a straight-through gradient (a rectangular
     surrogate over the clamp window) for white-box attacks through time; the
     forward pass is unchanged.
@@ -49,6 +83,7 @@ class IFNeuron(nn.Module):
         self.register_buffer("theta", theta)
         self.surrogate = False
         self.record = True
+        self.count_levels = False
         self.u: torch.Tensor | None = None
         self.reset_stats()
 
@@ -57,9 +92,10 @@ class IFNeuron(nn.Module):
         self.u = None
 
     def reset_stats(self) -> None:
-        self.spikes = 0.0          # total spikes emitted (n counted n times)
-        self.neuron_steps = 0      # neurons x steps simulated (per image summed)
-        self.max_n = 0.0           # largest n any neuron emitted in one step
+        self.spike_total: torch.Tensor | None = None   # created on the first recorded step
+        self.peak: torch.Tensor | None = None
+        self.hist: torch.Tensor | None = None
+        self.neuron_steps = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.surrogate:  # differentiable path: no in-place updates
@@ -80,13 +116,42 @@ class IFNeuron(nn.Module):
         return self._count(n).mul_(self.theta)
 
     def _count(self, n: torch.Tensor) -> torch.Tensor:
+        """Record n's statistics on its device (no host read) and return n."""
         if self.record:
             with torch.no_grad():
-                self.spikes += float(n.sum())
+                s = n.sum().to(torch.float64)
+                # out of place, so that a caller holding the previous total can take the difference
+                self.spike_total = s if self.spike_total is None else self.spike_total + s
                 self.neuron_steps += n.numel()
-                if self.max_n < self.max_spikes:  # once at the cap it cannot grow: skip the pass
-                    self.max_n = max(self.max_n, float(n.max()))
+                if self.max_spikes > 1:
+                    top = _flat(n).max()      # on the flat view: 10x faster channels-last
+                    self.peak = top if self.peak is None else torch.maximum(self.peak, top)
+                    if self.count_levels:
+                        h = level_counts(n, self.max_spikes)
+                        self.hist = h if self.hist is None else self.hist.add_(h)
         return n
+
+    @property
+    def spikes(self) -> float:
+        """Total spikes emitted since ``reset_stats()`` (host read)."""
+        return 0.0 if self.spike_total is None else float(self.spike_total)
+
+    def spike_counts(self) -> list[int] | None:
+        """Neuron-steps with n = 0, 1, ..., max_spikes since ``reset_stats()`` (host read);
+        None for a multi-spike neuron that did not count levels."""
+        if self.max_spikes == 1:
+            fired = round(self.spikes)
+            return [self.neuron_steps - fired, fired]
+        if self.hist is None:  # nothing simulated yet, or levels not counted
+            return None if self.neuron_steps else [0] * (self.max_spikes + 1)
+        return [round(c) for c in self.hist.tolist()]
+
+    @property
+    def max_n(self) -> float:
+        """Largest n any neuron emitted in one step since ``reset_stats()`` (host read)."""
+        if self.max_spikes == 1:
+            return 1.0 if self.spikes > 0 else 0.0
+        return 0.0 if self.peak is None else float(self.peak)
 
     def extra_repr(self) -> str:
         return (f"theta={float(self.theta):.6g}, max_spikes={self.max_spikes}, "

@@ -3,19 +3,23 @@
 Input encoding is direct (the analog image is the input current at each step);
 the classifier does not spike, and the prediction at step t is the argmax of the
 mean classifier output over steps 1..t (DESIGN section 2).
+
+Inside the time loop (``_run_batch``) every count stays on the device; the host
+reads them once per batch. On a GPU each host read stalls the device, and the
+loop runs layers x steps times per batch.
 """
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .convert import fold_bn, trace
 from .metrics import ann_energy_pj, energy_pj, profile_ops
 from .neurons import IFNeuron, reset_neurons, spiking_layers
+from .progress import progress_bar
 
 
 @dataclass
@@ -27,8 +31,9 @@ class SimResult:
     acc: list[float]                       # SNN accuracy at t = 1..T_max
     predictions: torch.Tensor              # [n_images, T_max] predicted class at each t
     labels: torch.Tensor                   # [n_images]
-    firing_rate: dict[str, float]          # spikes per neuron per step, per spiking layer
+    firing_rate: dict[str, float]          # spikes per neuron per step (> 1 for multi-spike), per layer
     max_spikes_per_step: float             # largest n any neuron emitted in one step
+    max_n_per_layer: dict[str, int]        # per layer: largest n used (binary sub-steps per step)
     sops: list[float]                      # synaptic operations per image, cumulative to t
     first_layer_macs: float                # analog first layer, paid at every step
     ann_macs: float                        # per image
@@ -36,7 +41,8 @@ class SimResult:
     ann_acc: float | None = None           # ANN accuracy after the same BatchNorm folding
     ann_predictions: torch.Tensor | None = None
     identical_at_t1: int | None = None     # images whose t=1 prediction equals the folded ANN's
-    extra: dict = field(default_factory=dict)
+    spike_hist: dict[str, list[int]] | None = None  # simulate(spike_hist=True): per layer,
+    #                                        neuron-steps with n = 0, 1, ..., max_spikes
 
     def energy_ratio(self, t: int) -> float:
         """SNN energy over t steps / ANN energy, per image."""
@@ -92,9 +98,48 @@ def _split(batch):
     raise ValueError("the loader must yield (images, labels) batches")
 
 
+def _spikes_since(m: IFNeuron, before):
+    """Spikes ``m`` recorded since its running total was ``before`` (a device scalar, or 0.0)."""
+    if m.spike_total is None:
+        return 0.0
+    return m.spike_total if before is None else m.spike_total - before
+
+
+def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, gen, bar):
+    """The time loop over one batch, without a host read: returns device tensors
+    (predictions [B, T_max], correct [T_max], sum |mean output - a| [T_max] or None,
+    SOPs [T_max] in float64).
+
+    Per step: SOPs = sum over layers, in layer order, of (spikes this step) x fan-out; a
+    layer's spikes this step are the difference of its float64 running totals (whole
+    numbers, so the difference is exact below 2**53)."""
+    dynamic = bool(getattr(perturb, "dynamic", False))
+    current = prefix[0](x) if (prefix and not dynamic) else None
+    zero = torch.zeros((), dtype=torch.float64, device=x.device)
+    cum = None
+    preds, hits, errs, sops = [], [], [], []
+    for t in range(1, T_max + 1):
+        before = [m.spike_total for _, m in neurons]
+        if current is not None:
+            out = prefix[1](current)
+        else:
+            out = snn(perturb(x, gen) if dynamic else x)
+        cum = out.clone() if cum is None else cum.add_(out)
+        mean = cum / t
+        p = mean.argmax(1)
+        preds.append(p)
+        hits.append((p == y).sum())
+        if a is not None:
+            errs.append((mean - a).abs().sum())
+        sops.append(sum((_spikes_since(m, b) * f for (_, m), b, f in zip(neurons, before, fanout)), zero))
+        bar.update()
+    return (torch.stack(preds, 1), torch.stack(hits), torch.stack(errs) if errs else None,
+            torch.stack(sops))
+
+
 def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
              perturb=None, seed: int = 0, progress: bool = True, desc: str = "simulate",
-             channels_last: bool | None = None) -> SimResult:
+             channels_last: bool | None = None, spike_hist: bool = False) -> SimResult:
     """Simulate ``snn`` for ``T_max`` steps on every batch of ``loader``.
 
     ``ann``: the source ANN; it is BatchNorm-folded exactly as ``convert`` does and
@@ -106,6 +151,8 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     and the reference ANN in channels-last layout, measured 1.7x faster on 2 CPU cores
     (average pooling above all). The SNN and its reference always share one layout, so the
     t = 1 comparison stays op for op.
+    ``spike_hist``: also count, per layer, the neuron-steps with n = 0, 1, ..., max_spikes
+    (on a CPU this costs about as much as the multi-spike neurons' own steps).
     """
     T_max = _check_T(T_max)
     device = next(iter(list(snn.parameters()) + list(snn.buffers())), torch.empty(0)).device
@@ -113,6 +160,7 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     neurons = spiking_layers(snn)
     for _, m in neurons:
         m.reset_stats()
+        m.count_levels = spike_hist
     ref = fold_bn(ann).to(device).eval() if ann is not None else None
     layout = torch.channels_last if (device.type == "cpu" if channels_last is None else channels_last) \
         else torch.contiguous_format
@@ -123,10 +171,11 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     dynamic = bool(getattr(perturb, "dynamic", False))
     prefix = static_prefix(snn)
 
-    correct = torch.zeros(T_max, dtype=torch.float64)
-    err_num = torch.zeros(T_max, dtype=torch.float64)
-    err_den = 0.0
-    sops = torch.zeros(T_max, dtype=torch.float64)
+    # accumulated on the device, batch after batch, in the order the host once summed them
+    correct = torch.zeros(T_max, dtype=torch.float64, device=device)
+    err_num = torch.zeros(T_max, dtype=torch.float64, device=device)
+    err_den = torch.zeros((), dtype=torch.float64, device=device)
+    sops = torch.zeros(T_max, dtype=torch.float64, device=device)
     preds, labels, ann_preds = [], [], []
     prof, fanout = None, None
     n_images = 0
@@ -134,7 +183,7 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
         total = len(loader) * T_max
     except TypeError:
         total = None
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    bar = progress_bar(total=total, desc=desc, disable=not progress, leave=False, unit="step")
     with torch.inference_mode():
         for batch in loader:
             x, y = _split(batch)
@@ -147,49 +196,40 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
             if perturb is not None and not dynamic:
                 x = perturb(x, gen)
             reset_neurons(snn)
-            cum = None
-            batch_preds = torch.empty(x.shape[0], T_max, dtype=torch.int64)
             a = ref(x) if ref is not None else None
-            current = prefix[0](x) if (prefix and not dynamic) else None
-            for t in range(1, T_max + 1):
-                before = [m.spikes for _, m in neurons]
-                if current is not None:
-                    out = prefix[1](current)
-                else:
-                    out = snn(perturb(x, gen) if dynamic else x)
-                cum = out.clone() if cum is None else cum.add_(out)
-                mean = cum / t
-                p = mean.argmax(1)
-                batch_preds[:, t - 1] = p.cpu()
-                correct[t - 1] += float((p == y).sum())
-                if a is not None:
-                    err_num[t - 1] += float((mean - a).abs().sum())
-                sops[t - 1] += sum((m.spikes - b) * f for (_, m), b, f in zip(neurons, before, fanout))
-                bar.update()
+            p, hits, errs, step_sops = _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout,
+                                                  perturb, gen, bar)
+            correct += hits
+            sops += step_sops
             if a is not None:
-                err_den += float(a.abs().sum())
-                ann_preds.append(a.argmax(1).cpu())
-            preds.append(batch_preds)
-            labels.append(y.cpu())
+                err_num += errs.to(torch.float64)
+                err_den += a.abs().sum()
+                ann_preds.append(a.argmax(1))
+            preds.append(p)
+            labels.append(y)
             n_images += x.shape[0]
-            bar.set_postfix(images=n_images, acc_T=f"{correct[-1].item() / n_images:.4f}")
+            if progress:  # the one host read per batch, for the bar only
+                bar.set_postfix(images=n_images, acc_T=f"{correct[-1].item() / n_images:.4f}")
     bar.close()
     if n_images == 0:
         raise ValueError("the loader yielded no images")
-    predictions = torch.cat(preds)
-    labels_t = torch.cat(labels)
+    predictions = torch.cat(preds).cpu()
+    labels_t = torch.cat(labels).cpu()
+    correct, sops = correct.cpu(), sops.cpu()
     res = SimResult(
         T_max=T_max, n_images=n_images,
         acc=(correct / n_images).tolist(),
         predictions=predictions, labels=labels_t,
         firing_rate={name: (m.spikes / m.neuron_steps if m.neuron_steps else 0.0) for name, m in neurons},
         max_spikes_per_step=max((m.max_n for _, m in neurons), default=0.0),
+        max_n_per_layer={name: int(m.max_n) for name, m in neurons},
+        spike_hist={name: m.spike_counts() for name, m in neurons} if spike_hist else None,
         sops=(torch.cumsum(sops, 0) / n_images).tolist(),
         first_layer_macs=prof.first_layer_macs, ann_macs=prof.total_macs,
     )
     if ref is not None:
-        res.ann_predictions = torch.cat(ann_preds)
+        res.ann_predictions = torch.cat(ann_preds).cpu()
         res.ann_acc = float((res.ann_predictions == labels_t).double().mean())
-        res.conv_error = (err_num / max(err_den, 1e-30)).tolist()
+        res.conv_error = (err_num.cpu() / max(float(err_den), 1e-30)).tolist()
         res.identical_at_t1 = int((predictions[:, 0] == res.ann_predictions).sum())
     return res

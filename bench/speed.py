@@ -117,11 +117,15 @@ def activation_speedup(repeats):
     return out
 
 
-def simulate_ratio(repeats, Ts=(1, 4, 16, 32)):
+def simulate_ratio(repeats, Ts=(1, 4, 16, 32), device="cpu"):
+    """``device``: where the nets run (bench/gpu_check.py passes "cuda"); the loader stays on
+    the CPU, as a data pipeline's does, and the ANN's timing waits for the device."""
     rows = []
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for arch, (c, size, kw, bs) in NETS.items():
-        ann = _net(arch, {"name": "steprelu", "theta": 0.05, "L": 20}, c, size, kw).eval()
+        ann = _net(arch, {"name": "steprelu", "theta": 0.05, "L": 20}, c, size, kw).eval().to(device)
         x = torch.rand(bs, c, size, size)
+        xd = x.to(device)
         loader = DataLoader(TensorDataset(x, torch.zeros(bs, dtype=torch.long)), batch_size=bs)
         variants = [("steprelu", None), ("steprelu-single", None), ("steprelu", False)]
         for method, layout in variants:
@@ -131,7 +135,8 @@ def simulate_ratio(repeats, Ts=(1, 4, 16, 32)):
                 def ann_T(T=T):
                     with torch.inference_mode():
                         for _ in range(T):
-                            ann(x)
+                            ann(xd)
+                    sync()
 
                 def sim(T=T, snn=snn, layout=layout):
                     simulate(snn, loader, T, progress=False, channels_last=layout)

@@ -9,7 +9,7 @@ from torch import nn
 
 from annsnn import convert, reset_neurons, spiking_layers
 from annsnn.attacks import UnrolledSNN, craft, fgsm, pgd
-from annsnn.models import build
+from annsnn.models import Normalize, build
 from annsnn.neurons import IFNeuron
 
 TOL = 1e-6
@@ -51,6 +51,27 @@ def test_fgsm_equals_sign_gradient_step():
     assert adv.dtype == x.dtype and adv.device == x.device and adv.shape == x.shape
     assert float((adv - ref).abs().max()) <= TOL
     assert float(((adv - x).abs() > eps / 2).float().mean()) > 0.5   # most pixels moved
+    assert ce(model, adv, y) > ce(model, x, y)
+
+
+@pytest.mark.parametrize("kind", ["fgsm", "pgd"])
+def test_eps_is_a_pixel_distance_through_a_normalize_layer(kind):
+    """Models carry their normalisation as their first layer (DESIGN section 4), so eps is
+    measured on [0, 1] pixels. With std 0.25, an attack in normalised units would move pixels
+    by eps * std = eps / 4. Images kept inside [0.2, 0.8], so clipping cannot shorten a step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(Normalize([0.4], [0.25]), nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
+    x, y = data()
+    x = 0.2 + 0.6 * x
+    eps = 0.05
+    adv = craft(kind, model, x, y, eps, **({"steps": 5, "seed": 0} if kind == "pgd" else {}))
+    moved = (adv - x).abs()
+    assert abs(float(moved.max()) - eps) <= TOL
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+    assert float((moved > eps / 2).float().mean()) > 0.5               # most pixels moved by ~eps
+    if kind == "fgsm":  # the sign step in pixel space, through the Normalize layer
+        assert float((adv - reference_fgsm(model, x, y, eps)).abs().max()) <= TOL
     assert ce(model, adv, y) > ce(model, x, y)
 
 

@@ -10,6 +10,8 @@ and a floor turns rounding into whole steps.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -24,6 +26,9 @@ from conftest import (UNFOLDED_DIFFS, fit_thresholds, random_net, randomize_bn, 
                       steprelu_factory, tiny_loader)
 
 REL_TOL = 1e-5
+# ANNSNN_TEST_DEVICE=cuda runs these checks on a GPU (bench/gpu_check.py); nets are built on
+# the CPU and moved there, so they are the same nets.
+DEVICE = torch.device(os.environ.get("ANNSNN_TEST_DEVICE", "cpu"))
 
 
 def activation_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -40,7 +45,7 @@ def activation_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def check_exact_t1(ann: nn.Module, x: torch.Tensor, leak: float, tid: str) -> None:
-    ann.eval()
+    ann, x = ann.eval().to(DEVICE), x.to(DEVICE)
     snn = convert(ann, "steprelu", leak=leak)
     ref = fold_bn(ann)
     # non-vacuous: every activation layer of the reference produces some nonzero level
@@ -59,9 +64,9 @@ def check_exact_t1(ann: nn.Module, x: torch.Tensor, leak: float, tid: str) -> No
     y = torch.randint(0, a.shape[1], (x.shape[0],), generator=torch.Generator().manual_seed(0))
     res = simulate(snn, tiny_loader(x, y, batch_size=x.shape[0]), 1, ann=ann, progress=False)
     assert res.identical_at_t1 == x.shape[0]
-    assert torch.equal(res.predictions[:, 0], a.argmax(1))
+    assert torch.equal(res.predictions[:, 0], a.argmax(1).cpu())
     assert res.conv_error[0] <= REL_TOL
-    assert res.ann_acc == float((a.argmax(1) == y).double().mean()) == res.acc[0]
+    assert res.ann_acc == float((a.argmax(1).cpu() == y).double().mean()) == res.acc[0]
 
 
 @settings(max_examples=40, deadline=None, derandomize=True,
@@ -129,8 +134,8 @@ def test_folding_point_matters_but_snn_matches_folded():
             bn.running_mean.copy_(torch.randn(16, generator=gen) * 3)
             bn.running_var.copy_(torch.rand(16, generator=gen) * 0.1 + 0.01)
             bn.bias.copy_(torch.randn(16, generator=gen) * 3)
-    ann.eval()
-    x = torch.randn(16, 3, 16, 16, generator=gen)
+    ann.eval().to(DEVICE)
+    x = torch.randn(16, 3, 16, 16, generator=gen).to(DEVICE)
     assert fit_thresholds(ann, x, gen) == 0
     ref = fold_bn(ann)
     snn = convert(ann, "steprelu")
@@ -167,8 +172,8 @@ def test_exact_at_t1_on_step_boundaries(theta, L, phi, leak):
     """Inputs on and next to every step boundary, arbitrary theta: the converted layer's
     first step equals the activation bit for bit (sensitive to the order of operations:
     e.g. (x + phi*theta)/theta instead of x/theta + phi fails here)."""
-    x = boundary_neighbours(theta, L, phi).reshape(1, -1)
-    ann = nn.Sequential(nn.Identity(), StepReLU(theta, L, phi), nn.Flatten())
+    x = boundary_neighbours(theta, L, phi).reshape(1, -1).to(DEVICE)
+    ann = nn.Sequential(nn.Identity(), StepReLU(theta, L, phi), nn.Flatten()).to(DEVICE)
     snn = convert(ann, "steprelu", leak=leak)
     with torch.no_grad():
         annsnn.reset_neurons(snn)

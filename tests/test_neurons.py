@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from annsnn import QCFS, IFNeuron, convert, reset_neurons, simulate
+from annsnn.neurons import level_counts
 
 from conftest import tiny_loader
 
@@ -163,6 +164,49 @@ def test_reset_and_stats():
     m.record = False
     run(m, [a])
     assert m.spikes == 0 and m.neuron_steps == 0
+
+
+def test_stats_accumulate_as_device_tensors_and_count_levels():
+    """Spike total (float64), peak and level histogram stay tensors until read; the
+    histogram (count_levels) counts neuron-steps per n, its totals match the spike count."""
+    g = torch.Generator().manual_seed(1)
+    m = IFNeuron(0.2, max_spikes=5, phi=0.5, leak=0.8)
+    xs = [torch.randn(4, 3, 6, 6, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(4)]
+    xs.append(torch.full_like(xs[0], -10.0))     # a silent last step: the peak is not the last step's
+    m.count_levels = True
+    outs = run(m, xs)
+    assert float(outs[-1].abs().max()) == 0.0
+    assert isinstance(m.spike_total, torch.Tensor) and m.spike_total.dtype == torch.float64
+    assert isinstance(m.peak, torch.Tensor) and isinstance(m.hist, torch.Tensor)
+    levels = (outs / m.theta).round().long()
+    want = torch.bincount(levels.flatten(), minlength=6).tolist()
+    assert m.spike_counts() == want and sum(want) == m.neuron_steps == 5 * 4 * 3 * 36
+    assert sum(k * c for k, c in enumerate(want)) == m.spikes == float(levels.sum())
+    assert m.max_n == float(levels.max()) and 2 <= m.max_n <= 5
+    m.count_levels = False                  # off (the default): peak and total only
+    m.reset_stats()
+    assert m.spike_counts() == [0] * 6 and m.max_n == 0.0 and m.spikes == 0.0
+    run(m, xs)
+    assert m.hist is None and m.spike_counts() is None and m.max_n == float(levels.max())
+    single = IFNeuron(0.2, max_spikes=1)
+    n1 = run(single, xs) / single.theta
+    assert single.spike_counts() == [int((n1 == 0).sum()), int((n1 == 1).sum())]
+
+
+@pytest.mark.parametrize("max_spikes", [1, 3, 20, 300])
+def test_level_counts_cpu_and_device_paths_agree(max_spikes):
+    """level_counts: torch.bincount on the CPU; elsewhere (bincount reads back to the host)
+    float64 histc over unit bins centred on the levels. Both give the exact counts, in any
+    memory layout; the device path is run here on the CPU."""
+    g = torch.Generator().manual_seed(max_spikes)
+    n = torch.randint(0, max_spikes + 1, (5, 4, 7, 7), generator=g).float()
+    want = torch.bincount(n.long().flatten(), minlength=max_spikes + 1)
+    for t in (n, n.contiguous(memory_format=torch.channels_last), n[:, :, 1:, 2:], n.reshape(5, -1)):
+        assert torch.equal(level_counts(t, max_spikes), torch.bincount(t.long().flatten(), minlength=max_spikes + 1))
+        other = level_counts(t, max_spikes, device_kind="cuda")
+        assert other.dtype == torch.float64
+        assert torch.equal(other.long(), torch.bincount(t.long().flatten(), minlength=max_spikes + 1))
+    assert torch.equal(level_counts(n, max_spikes), want)
 
 
 def test_single_spike_max_n_is_one():

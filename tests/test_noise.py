@@ -13,6 +13,7 @@ from annsnn.neurons import IFNeuron
 from annsnn import convert, simulate
 from annsnn.models import build
 from annsnn.noise import GaussianNoise, SaltPepper, make_perturbation
+from conftest import run_if
 
 # MLflow's rule for metric names (mlflow.utils.validation, non-Windows); copied so that
 # annsnn's tests do not import MLflow.
@@ -102,7 +103,7 @@ def test_same_seed_same_draw_other_seed_other_draw(p):
     assert not torch.equal(p(x, g), p(x, g))                  # one generator: fresh draws
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@run_if(gpu=True)
 @pytest.mark.parametrize("p", [GaussianNoise(0.2), SaltPepper(0.8)])
 def test_draw_does_not_depend_on_device(p):
     x = torch.rand(4, 3, 8, 8, generator=gen(1))
