@@ -1,12 +1,13 @@
 """Lightning callback that converts the trained ANN and evaluates the SNN, logging to MLflow.
 
-One ANN serves every method that uses its activation (a ReLU ANN serves maxnorm
-and robustnorm, a StepReLU ANN serves steprelu and steprelu-single). Each
+One ANN serves every method that uses its activation (a ReLU ANN serves maxnorm,
+robustnorm and opi, a StepReLU ANN serves steprelu and steprelu-single). Each
 (method, leak) gets a nested MLflow run under the ANN's run, with ``snn_acc`` and
 ``conv_error`` logged at ``step = t``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import lightning as L
@@ -14,7 +15,7 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 from annsnn import convert, simulate
-from annsnn.convert import METHODS
+from annsnn.recipes import get_recipe
 from annsnn.simulate import SimResult
 
 import tracking
@@ -41,14 +42,11 @@ def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: fl
 def log_result(client, parent_run_id: str, record: dict, params: dict) -> str:
     """One nested run per conversion setting; returns its run id."""
     name = child_name(record["method"], record["leak"])
-    for old in tracking.find_child_run(client, parent_run_id, name):
-        # a half-logged run from an interrupted evaluation: replace it, never duplicate it
-        client.delete_run(old.info.run_id)
-    run_id = tracking.start_child_run(client, parent_run_id, name,
-                                      tags={"method": record["method"], "leak": str(record["leak"])})
+    run_id = tracking.replace_child_run(client, parent_run_id, name,
+                                        tags={"method": record["method"], "leak": str(record["leak"])})
     tracking.log_params(client, run_id, {**params, "method": record["method"], "leak": record["leak"],
                                          "T_max": record["T_max"],
-                                         "method_description": METHODS[record["method"]].description})
+                                         "method_description": get_recipe(record["method"]).description})
     tracking.log_curve(client, run_id, "snn_acc", record["acc"])
     if record["conv_error"] is not None:
         tracking.log_curve(client, run_id, "conv_error", record["conv_error"])
@@ -61,17 +59,30 @@ def log_result(client, parent_run_id: str, record: dict, params: dict) -> str:
                "identical_at_t1": record["identical_at_t1"], "n_images": record["n_images"]}
     scalars.update({f"firing_rate.{k}": v for k, v in record["firing_rate"].items()})
     tracking.log_scalars(client, run_id, scalars)
-    tracking.log_figure(client, run_id, {name: record["acc"]}, f"{name} (T_max={T})",
-                        "accuracy_vs_t.png", {name: record["ann_acc"]})
+    fig = tracking.accuracy_figure({name: record["acc"]}, f"{name} (T_max={T})", {name: record["ann_acc"]})
+    tracking.log_figure(client, run_id, fig, "accuracy_vs_t.png")
     client.set_terminated(run_id)
     return run_id
 
 
+@contextmanager
+def kept_mode(module: torch.nn.Module):
+    """Restore every submodule's train/eval flag on exit: evaluating a model must not
+    change the mode its caller (Lightning's loop, a user) left it in."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def accuracy(model: torch.nn.Module, loader) -> float:
+    """Top-1 accuracy in eval mode; the model's own mode is left as it was."""
     correct = total = 0
     device = next(model.parameters()).device
-    model.eval()
-    with torch.inference_mode():
+    with kept_mode(model), torch.inference_mode():
+        model.eval()
         for x, y in loader:
             correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
             total += len(y)
@@ -85,15 +96,14 @@ class SNNEvaluation(L.Callback):
     ``on_result(record, run_id)``: called after each nested run is complete.
     """
 
-    def __init__(self, methods, T_max: int, leaks=(1.0,), percentile: float = 99.9,
+    def __init__(self, methods, T_max: int, leaks=(1.0,),
                  eval_every_k_epochs: int = 0, params: dict | None = None,
                  done: set | None = None, on_result: Callable[[dict, str], None] | None = None,
                  progress: bool = True):
         for m in methods:
-            if m not in METHODS:
-                raise ValueError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
+            get_recipe(m)  # unknown name: ValueError listing the valid ones
         self.methods, self.T_max, self.leaks = list(methods), int(T_max), [float(x) for x in leaks]
-        self.percentile, self.k = percentile, int(eval_every_k_epochs)
+        self.k = int(eval_every_k_epochs)
         self.params, self.done, self.on_result = params or {}, set(done or ()), on_result
         self.progress = progress
         self.records: list[dict] = []
@@ -106,15 +116,16 @@ class SNNEvaluation(L.Callback):
         return None, None
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        if not self.k or trainer.sanity_checking or (trainer.current_epoch + 1) % self.k:
+        """Every k-th epoch: convert and simulate on the validation split, on rank 0 only
+        (under DDP every rank holds the same weights; one conversion is enough)."""
+        if (not self.k or trainer.sanity_checking or (trainer.current_epoch + 1) % self.k
+                or not trainer.is_global_zero):
             return
         dm = trainer.datamodule
-        was_training = pl_module.training
-        for method in self.methods:
-            snn = convert(pl_module.model, method, dm.calib_dataloader(), self.leaks[0], self.percentile)
+        for method in self.methods:  # convert works on a copy: the module's mode is untouched
+            snn = convert(pl_module.model, method, dm.calib_dataloader(), self.leaks[0])
             res = simulate(snn, dm.val_dataloader(), self.T_max, progress=False)
             pl_module.log(f"val_snn_acc_T{self.T_max}/{method}", res.acc[-1], rank_zero_only=True)
-        pl_module.train(was_training)
 
     def on_fit_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
@@ -122,13 +133,13 @@ class SNNEvaluation(L.Callback):
         self.evaluate(pl_module.model, trainer.datamodule, *self._mlflow(trainer))
 
     def evaluate(self, ann, dm, client=None, parent_run_id=None) -> list[dict]:
-        ann = ann.eval()
+        """Each (method, leak) not done yet on the test split; ``ann``'s mode is kept."""
         todo = [(m, lk) for m in self.methods for lk in self.leaks if (m, lk) not in self.done]
         if not todo:
             return self.records
         ann_unfolded = accuracy(ann, dm.test_dataloader())
         for method, leak in todo:
-            snn = convert(ann, method, dm.calib_dataloader(), leak, self.percentile)
+            snn = convert(ann, method, dm.calib_dataloader(), leak)
             res = simulate(snn, dm.test_dataloader(), self.T_max, ann=ann, progress=self.progress,
                            desc=f"SNN {child_name(method, leak)}")
             record = result_record(method, leak, res, ann_unfolded)

@@ -1,0 +1,212 @@
+"""The Lightning layer: learning-rate schedules value by value, the SNN callback's
+every-k-epochs evaluation, its rank-0-only conversion and that it leaves the model's mode alone.
+
+Everything runs on random tensors with a tiny cnn-small, in tmp_path (nothing is written
+into the repository).
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import Logger
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_modules.callbacks as cb
+from lightning_modules.module import ANNClassifier, lr_schedule
+
+ACT = {"name": "steprelu", "theta": 0.1, "L": 4}
+N_TRAIN, BATCH = 40, 8  # 5 optimizer steps per epoch
+
+
+class TinyData(L.LightningDataModule):
+    """Random 1x8x8 images, 3 classes; the loaders the callback asks for."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(N_TRAIN, 1, 8, 8, generator=g)
+        self.y = torch.randint(0, 3, (N_TRAIN,), generator=g)
+
+    def _loader(self, n=N_TRAIN):
+        return DataLoader(TensorDataset(self.x[:n], self.y[:n]), batch_size=BATCH)
+
+    def train_dataloader(self):
+        return self._loader()
+
+    def val_dataloader(self):
+        return self._loader(16)
+
+    def test_dataloader(self):
+        return self._loader(16)
+
+    def calib_dataloader(self):
+        return self._loader(16)
+
+
+def tiny_module(**train) -> ANNClassifier:
+    return ANNClassifier(arch="cnn-small", activation=ACT, num_classes=3, in_channels=1, image_size=8,
+                         mean=[0.5], std=[0.25], arch_kwargs={"width": 4}, **train)
+
+
+class Capture(Logger):
+    """Keeps every ``log_metrics`` call in memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[dict] = []
+
+    name, version = "capture", "0"
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.append(dict(metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def fit(module, tmp_path, epochs, callbacks=(), logger=False):
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=logger,
+                        callbacks=list(callbacks), default_root_dir=tmp_path, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        log_every_n_steps=1)
+    trainer.fit(module, datamodule=TinyData())
+    return trainer
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def cosine_closed_form(lr, steps, warm, s):
+    if s < warm:
+        return lr * (s + 1) / warm
+    return lr * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(steps - warm, 1)))
+
+
+def onecycle_closed_form(lr, steps, pct, s):
+    """Smith's one-cycle with torch's defaults: lr/25 -> lr (cosine) over pct of the steps,
+    then -> lr/25/1e4 (cosine)."""
+    start, low = lr / 25, lr / 25 / 1e4
+    peak = pct * steps - 1
+    if s <= peak:
+        return start + (lr - start) * (1 - math.cos(math.pi * s / peak)) / 2
+    return lr + (low - lr) * (1 - math.cos(math.pi * (s - peak) / (steps - 1 - peak))) / 2
+
+
+def assert_same_lr(got, want):
+    """SGD applies lr as a float32 scalar: equal there means identical training. The float64
+    values may differ in the last bits (torch steps a chained form)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert len(got) == len(want)
+    bad = np.flatnonzero(got.astype(np.float32) != want.astype(np.float32))
+    assert not len(bad), f"lr differs at steps {bad[:10]}: {got[bad[:3]]} vs {want[bad[:3]]}"
+
+
+@pytest.mark.parametrize("steps,warmup_epochs,epochs", [(1266, 0.0, 3), (1266, 0.5, 3), (300, 1.0, 100),
+                                                         (3000, 2.0, 15)])
+def test_cosine_schedule_matches_closed_form_at_every_step(steps, warmup_epochs, epochs):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    sched = lr_schedule(opt, "cosine", steps, 0.1, warmup_epochs, epochs)
+    warm = int(steps * warmup_epochs / epochs)
+    got = []
+    for _ in range(steps):
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert_same_lr(got, [cosine_closed_form(0.1, steps, warm, s) for s in range(steps)])
+
+
+@pytest.mark.parametrize("schedule,warmup_epochs", [("cosine", 0.0), ("cosine", 1.0), ("onecycle", 1.0)])
+def test_trained_lr_follows_closed_form_at_every_step(tmp_path, schedule, warmup_epochs):
+    """Through Lightning: the scheduler is stepped once per optimizer step, from step 0."""
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    epochs, lr = 4, 0.2
+    fit(tiny_module(lr=lr, epochs=epochs, schedule=schedule, warmup_epochs=warmup_epochs),
+        tmp_path, epochs, [Record()])
+    steps = epochs * N_TRAIN // BATCH
+    warm = int(steps * warmup_epochs / epochs)
+    if schedule == "cosine":
+        want = [cosine_closed_form(lr, steps, warm, s) for s in range(steps)]
+    else:
+        want = [onecycle_closed_form(lr, steps, warmup_epochs / epochs, s) for s in range(steps)]
+    assert_same_lr(seen, want)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_epoch_accuracy_is_correct_over_all_images(tmp_path):
+    """val_acc is correct/total over the whole split (torchmetrics), not a mean of batch means."""
+    module = tiny_module(epochs=1)
+    trainer = fit(module, tmp_path, 1)
+    dm = TinyData()
+    module.eval()
+    with torch.no_grad():
+        correct = sum(int((module(x).argmax(1) == y).sum()) for x, y in dm.val_dataloader())
+    assert float(trainer.callback_metrics["val_acc"]) == pytest.approx(correct / 16, abs=1e-7)
+
+
+# ----------------------------------------------------------------------------- SNN callback
+
+def test_snn_evaluated_every_k_epochs_only(tmp_path, monkeypatch):
+    calls = []
+    real = cb.simulate
+
+    def spy(snn, loader, T_max, **kw):
+        calls.append("test" if kw.get("ann") is not None else "val")
+        return real(snn, loader, T_max, **kw)
+    monkeypatch.setattr(cb, "simulate", spy)
+    logger = Capture()
+    snn_cb = cb.SNNEvaluation(["steprelu"], T_max=2, eval_every_k_epochs=2, progress=False)
+    fit(tiny_module(epochs=5), tmp_path, 5, [snn_cb], logger)
+    key = "val_snn_acc_T2/steprelu"
+    epochs = [row["epoch"] for row in logger.rows if key in row]
+    assert epochs == [1, 3], f"SNN logged at epochs {epochs}; expected after epochs 2 and 4 (0-based 1, 3)"
+    assert calls == ["val", "val", "test"]
+    assert len(snn_cb.records) == 1 and snn_cb.records[0]["T_max"] == 2
+
+
+def _mixed_mode(module):
+    """Train mode with one submodule in eval: a mode no blanket ``.train(flag)`` restores."""
+    module.train()
+    next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    return [m.training for m in module.modules()]
+
+
+def test_evaluate_leaves_model_mode_unchanged():
+    dm = TinyData()
+    model = tiny_module().model
+    before = _mixed_mode(model)
+    recs = cb.SNNEvaluation(["steprelu"], T_max=2, progress=False).evaluate(model, dm)
+    assert [m.training for m in model.modules()] == before
+    assert len(recs) == 1 and recs[0]["identical_at_t1"] == recs[0]["n_images"] == 16
+
+
+def test_validation_epoch_end_converts_on_rank_zero_only_and_keeps_mode(monkeypatch):
+    dm = TinyData()
+    module = tiny_module()
+    logged = {}
+    module.log = lambda name, value, **kw: logged.setdefault(name, value)
+    snn_cb = cb.SNNEvaluation(["steprelu"], T_max=2, eval_every_k_epochs=1, progress=False)
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, is_global_zero=False, datamodule=dm)
+
+    def no_convert(*a, **k):
+        raise AssertionError("converted on a rank other than 0")
+    monkeypatch.setattr(cb, "convert", no_convert)
+    snn_cb.on_validation_epoch_end(trainer, module)
+    assert not logged
+
+    monkeypatch.undo()
+    trainer.is_global_zero = True
+    before = _mixed_mode(module)
+    snn_cb.on_validation_epoch_end(trainer, module)
+    assert [m.training for m in module.modules()] == before
+    assert 0.0 <= logged["val_snn_acc_T2/steprelu"] <= 1.0
