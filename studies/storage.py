@@ -19,25 +19,34 @@ parameters, which the next free worker runs.
 
 RDBStorage (SQLite, PostgreSQL) has that heartbeat built in. Optuna 5.0's JournalStorage has
 none (optuna/optuna#6615; the PR adding it was not merged), so ``HeartbeatJournalStorage``
-adds it through Optuna's own ``BaseHeartbeat`` interface: the heartbeat is a trial system
-attribute ``studies:heartbeat:<trial_id>`` holding the worker's wall clock, and Optuna's
-optimize loop, ``fail_stale_trials`` and the retry callback then work unchanged. The clocks of
-the machines sharing a journal must agree to well within ``grace_period`` (NTP does that);
-RDBStorage uses the database server's clock instead.
+(in ``optuna_private``: it needs Optuna's private heartbeat base) adds it: the heartbeat is a
+trial system attribute holding the worker's wall clock, and Optuna's optimize loop,
+``fail_stale_trials`` and the retry callback then work unchanged. The clocks of the machines
+sharing a journal must agree to well within ``grace_period`` (NTP does that); RDBStorage uses
+the database server's clock instead.
+
+Workers that open a fresh database at the same moment race to create Optuna's schema and the
+study (Optuna issue 1092). ``make_storage`` opens a database under a lock (so one process
+creates the schema) and, like ``create_or_load_study``, retries those errors with jittered
+backoff; ``--role init`` creates both once before the workers start.
 """
 from __future__ import annotations
 
+import hashlib
+import random
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+
 import optuna
-from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
+
+from .optuna_private import HEARTBEAT_ATTR, HeartbeatJournalStorage  # noqa: F401 (re-exported)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
@@ -50,9 +59,13 @@ ACCEPTED_FORMS = (
     "PATH.journal or journal:PATH (journal file, e.g. on a shared filesystem)",
     "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (also postgresql+psycopg2://)",
 )
-HEARTBEAT_ATTR = "studies:heartbeat:"
-
-_log = optuna.logging.get_logger(__name__)
+# Optuna issue 1092: processes that open a fresh database together race to create its
+# schema (and the study). These messages mean another process won; opening again works.
+SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key value violates unique",
+               "database is locked", "deadlock detected")
+RACE_ATTEMPTS = 8                 # tries before a race error is passed on
+RACE_BACKOFF = 0.05               # first wait (seconds); doubles each try, with jitter
+SCHEMA_LOCK_KEY = 1092            # PostgreSQL advisory lock held while opening (any fixed int)
 
 
 class StorageError(RuntimeError):
@@ -104,51 +117,6 @@ def journal_path(url: str) -> Path:
     return Path(path).expanduser()
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """JournalStorage with Optuna's heartbeat interface (see the module docstring)."""
-
-    def __init__(self, backend, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None,
-                 heartbeat_stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None):
-        super().__init__(backend)
-        if heartbeat_interval is not None and heartbeat_interval <= 0:
-            raise ValueError("heartbeat_interval must be a positive integer")
-        if grace_period is not None and grace_period <= 0:
-            raise ValueError("grace_period must be a positive integer")
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self.heartbeat_stale_trial_callback = heartbeat_stale_trial_callback
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            self.set_trial_system_attr(trial_id, f"{HEARTBEAT_ATTR}{trial_id}", time.time())
-        except UpdateFinishedTrialError:
-            # Another worker declared this trial dead (no heartbeat within the grace period):
-            # its result will be rejected; the retry runs elsewhere.
-            _log.warning(f"trial id {trial_id} was declared dead by another worker (heartbeat "
-                         f"older than {self._grace()} s); increase --grace-period if workers are busy")
-
-    def _grace(self) -> int:
-        return self.grace_period or 2 * (self.heartbeat_interval or 0)
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        now = time.time()
-        stale = []
-        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            # keyed by trial id: a retried trial inherits the system attrs of the dead one,
-            # but not its heartbeat; a trial without any heartbeat is never stale (as in RDB)
-            beat = t.system_attrs.get(f"{HEARTBEAT_ATTR}{t._trial_id}")
-            if beat is not None and now - float(beat) > self._grace():
-                stale.append(t._trial_id)
-        return stale
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self):
-        return self.heartbeat_stale_trial_callback
-
-
 def make_storage(url: str | None = None, heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
                  grace_period: int | None = DEFAULT_GRACE_PERIOD,
                  max_retry: int | None = DEFAULT_MAX_RETRY, connect_timeout: int = 10):
@@ -177,7 +145,8 @@ def make_storage(url: str | None = None, heartbeat_interval: int | None = DEFAUL
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 backend = JournalFileBackend(str(path))
-                return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, retry)
+                return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, retry,
+                                               path=str(path))
             except OSError as e:
                 raise StorageError(f"cannot open the Optuna journal file {path} (from {url!r}): "
                                    f"{e.strerror or e}") from None
@@ -192,8 +161,9 @@ def make_storage(url: str | None = None, heartbeat_interval: int | None = DEFAUL
             engine_kwargs = {"connect_args": {"connect_timeout": int(connect_timeout)},
                              "pool_pre_ping": True}
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                              grace_period=grace_period, heartbeat_stale_trial_callback=retry)
+            return retry_race(lambda: open_rdb(kind, url, engine_kwargs, lambda: RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, heartbeat_stale_trial_callback=retry)))
         except ImportError as e:
             raise StorageError(f"cannot open the Optuna storage {redact(given)}: missing database "
                                f"driver ({e}); pip install psycopg2-binary") from None
@@ -207,11 +177,81 @@ def make_storage(url: str | None = None, heartbeat_interval: int | None = DEFAUL
             raise StorageError(f"cannot open the Optuna storage {redact(given)}: {reason}{hint}") from None
 
 
+def open_rdb(kind: str, url: str, engine_kwargs: dict, make: Callable):
+    """``make()`` (an RDBStorage) such that only one process creates a fresh database's schema:
+    the others wait on a lock (a file lock for SQLite, one machine; an advisory lock for
+    PostgreSQL, released with its connection if the process dies) and, once it exists, open
+    the database together. Optuna's lazy imports happen before the lock, not under it."""
+    import alembic.command  # noqa: F401
+    import alembic.migration  # noqa: F401
+    import alembic.script  # noqa: F401
+    import sqlalchemy
+    import sqlalchemy.orm  # noqa: F401
+
+    def ready(conn) -> bool:   # alembic stamps the schema version last
+        return (sqlalchemy.inspect(conn).has_table("alembic_version") and
+                conn.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() > 0)
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with engine.connect() as c:
+            if ready(c):
+                return make()
+        if kind == "sqlite":
+            import fcntl
+            key = hashlib.sha1(str(Path(url[len("sqlite:///"):]).expanduser().resolve()).encode())
+            with open(Path(tempfile.gettempdir()) / f"optuna-schema-{key.hexdigest()[:16]}.lock", "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)     # released when the file closes
+                with engine.connect() as c:
+                    if not ready(c):
+                        return make()
+        else:
+            with engine.connect() as c:
+                c.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
+                try:
+                    if not ready(c):
+                        return make()
+                finally:
+                    c.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})"))
+                    c.commit()
+    finally:
+        engine.dispose()
+    return make()
+
+
+def is_race(e: BaseException) -> bool:
+    """True for the errors of processes racing to create the schema or the study."""
+    text = str(getattr(e, "orig", None) or e)
+    return isinstance(e, DuplicatedStudyError) or any(m in text for m in SCHEMA_RACE)
+
+
+def retry_race(fn: Callable, attempts: int = RACE_ATTEMPTS, backoff: float = RACE_BACKOFF):
+    """``fn()``, again after a jittered wait while it fails with a race error (``is_race``)."""
+    for k in range(attempts):
+        try:
+            return fn()
+        except Exception as e:
+            if k == attempts - 1 or not is_race(e):
+                raise
+            time.sleep(backoff * 2 ** k * random.uniform(0.5, 1.5))
+
+
+def create_or_load_study(storage, study_name: str, **kw) -> optuna.Study:
+    """``optuna.create_study(load_if_exists=True)`` that survives other workers creating the
+    same study at the same moment (DuplicatedStudyError or a schema race: load it)."""
+    def once():
+        try:
+            return optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, **kw)
+        except DuplicatedStudyError:
+            return optuna.load_study(study_name=study_name, storage=storage, sampler=kw.get("sampler"),
+                                     pruner=kw.get("pruner"))
+    return retry_race(once)
+
+
 def describe(storage) -> str:
     """Short human-readable name of a storage object (for reports; no password)."""
-    if isinstance(storage, JournalStorage):
-        backend = getattr(storage, "_backend", None)
-        return f"journal:{getattr(backend, '_file_path', '?')}"
+    if isinstance(storage, HeartbeatJournalStorage):
+        return f"journal:{storage.path}"
     if isinstance(storage, RDBStorage):
         return redact(storage.url)
     return type(storage).__name__

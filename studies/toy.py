@@ -1,6 +1,7 @@
 """A synthetic study that needs no data or model: checks a storage and a worker set-up.
 
     python -m studies.toy --storage shared.journal --n-trials 20 --workers 4
+    python -m studies.toy --storage postgresql://user:pw@db-host/optuna --role init    # once
     python -m studies.toy --storage postgresql://user:pw@db-host/optuna --role worker  # per node
 
 Minimises (x - 1)^2 + y over x in [-5, 5], y in {0..10}; each trial sleeps ``--sleep``
@@ -17,6 +18,7 @@ import time
 
 import optuna
 
+from . import roles as R
 from . import storage as st
 from . import workers as W
 
@@ -46,30 +48,30 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m studies.toy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    W.add_common_args(p, default_trials=10)
+    R.add_common_args(p, default_trials=10)
     p.add_argument("--sleep", type=float, default=0.0, help="seconds per trial")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.study_name = args.study_name or "toy"
     try:
-        storage = W.open_storage(args)
+        storage = R.open_storage(args)
     except (ValueError, st.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.role == "all" and args.workers > 1:
-        codes = W.launch_workers("studies.toy", argv, args.workers, [])
-        if any(codes):
-            print(f"[toy] worker exit codes: {codes}", file=sys.stderr)
-    elif args.role != "report":
-        study = optuna.create_study(study_name=args.study_name, storage=storage, load_if_exists=True,
-                                    sampler=W.seeded(optuna.samplers.TPESampler, args.seed,
-                                                     args.worker_index))
-        W.run_worker(study, objective_factory(args.sleep, args.worker_index), args.n_trials,
+
+    def open_study():
+        return st.create_or_load_study(storage, args.study_name, sampler=W.seeded(
+            optuna.samplers.TPESampler, args.seed, args.worker_index))
+
+    def run_trials():
+        W.run_worker(open_study(), objective_factory(args.sleep, args.worker_index), args.n_trials,
                      poll=args.poll)
-    if args.role != "worker":
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-        print(json.dumps(summary(study)))
-    return 0
+
+    def report():
+        print(json.dumps(summary(optuna.load_study(study_name=args.study_name, storage=storage))))
+
+    return R.dispatch(args, argv, "studies.toy", args.study_name, open_study=open_study,
+                      run_trials=run_trials, report=report)
 
 
 if __name__ == "__main__":

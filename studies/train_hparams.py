@@ -36,6 +36,7 @@ import lightning as L
 import optuna
 from optuna.trial import TrialState
 
+from . import roles as R
 from . import storage as st
 from . import workers as W
 
@@ -117,16 +118,20 @@ def snn_val_acc(model, dm, T: int) -> tuple[float, float]:
     return res.acc[T - 1], res.ann_acc
 
 
-def run_trials(args, storage, name: str, config: dict) -> dict:
-    from optuna_integration import PyTorchLightningPruningCallback
-    W.set_threads(args)
+def open_study(args, storage, name: str, config: dict) -> optuna.Study:
     pruner = optuna.pruners.MedianPruner(n_startup_trials=args.prune_startup, n_warmup_steps=0)
     if args.no_prune:
         pruner = optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                direction="maximize", pruner=pruner,
-                                sampler=W.seeded(optuna.samplers.TPESampler, args.seed, args.worker_index))
+    study = st.create_or_load_study(storage, name, direction="maximize", pruner=pruner,
+                                    sampler=W.seeded(optuna.samplers.TPESampler, args.seed, args.worker_index))
     W.check_config(study, config)
+    return study
+
+
+def run_trials(args, storage, name: str, config: dict) -> dict:
+    from optuna_integration import PyTorchLightningPruningCallback
+    R.set_threads(args)
+    study = open_study(args, storage, name, config)
     dm = subset_datamodule(args.dataset, args.data_dir, args.batch_size, args.train_subset,
                            args.val_subset, args.split_seed)
     arch_kwargs = json.loads(args.arch_kwargs)
@@ -161,7 +166,7 @@ def report(args, storage, name: str, config: dict, argv) -> Path:
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
     if not complete:
         raise SystemExit(f"study '{name}' has no complete trial yet; nothing to report")
-    out = W.out_path(args.out) if args.out else st.PROJECT_ROOT / "results" / args.dataset / "train_hparams"
+    out = R.out_path(args.out) if args.out else st.PROJECT_ROOT / "results" / args.dataset / "train_hparams"
     out.mkdir(parents=True, exist_ok=True)
     n = W.counts(study, FINISHED)
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
@@ -183,13 +188,17 @@ def report(args, storage, name: str, config: dict, argv) -> Path:
                      f"{100 * t.user_attrs.get('ann_val_acc', float('nan')):.2f} | {p['theta']:.4g} | "
                      f"{p['L']} | {p['lr']:.3g} | {p['weight_decay']:.3g} |")
     if not args.no_mlflow:
-        from . import tracking
-        client, uri = tracking.client_for(args.tracking_uri)
-        exp_id = tracking.experiment_id(client, args.experiment or f"{args.dataset}-studies")
-        parent = tracking.parent_run(client, exp_id, name, "optuna-study",
-                                     tags={"dataset": args.dataset, "study": "train_hparams",
-                                           "storage": st.describe(storage)}, params=config)
-        n_runs = tracking.log_trials(client, exp_id, parent, name, trials, ["objective"],
+        from mlflow.tracking import MlflowClient
+
+        import tracking
+        uri = tracking.tracking_uri(args.tracking_uri)
+        client = MlflowClient(uri)
+        parent = tracking.study_parent_run(client, args.experiment or f"{args.dataset}-studies", name,
+                                           "optuna-study", tags={"dataset": args.dataset,
+                                                                 "study": "train_hparams",
+                                                                 "storage": st.describe(storage)},
+                                           params=config)
+        n_runs = tracking.log_trials(client, parent, name, trials, ["objective"],
                                      scalar_attrs=("ann_val_acc", "ann_val_acc_folded",
                                                    f"snn_val_acc_T{args.T}", "seconds_train"))
         client.log_metric(parent, "best_value", float(complete[0].value))
@@ -222,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prune", action="store_true")
     p.add_argument("--prune-startup", type=int, default=3, help="trials before pruning starts")
     p.add_argument("--seed", type=int, default=0)
-    W.add_output_args(p, "results/<dataset>/train_hparams", "<dataset>-studies")
-    W.add_common_args(p, default_trials=20)
+    R.add_output_args(p, "results/<dataset>/train_hparams", "<dataset>-studies")
+    R.add_common_args(p, default_trials=20)
     return p
 
 
@@ -234,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if min(args.epochs, args.n_trials, args.workers, args.T) < 1:
             raise ValueError("--epochs, --n-trials, --workers and --T must be >= 1")
         json.loads(args.arch_kwargs)
-        storage = W.open_storage(args)
+        storage = R.open_storage(args)
         if args.ddp_cpu > 1 and not args.no_prune and st.kind_of(args.storage) == "journal":
             raise ValueError("--ddp-cpu with pruning needs an RDB storage (sqlite:///... or "
                              "postgresql://...): optuna-integration's PyTorchLightningPruningCallback "
@@ -249,16 +258,10 @@ def main(argv: list[str] | None = None) -> int:
               "ddp_cpu": args.ddp_cpu}
     name = args.study_name or (f"train_hparams-{args.dataset}-{args.arch}-{args.objective}"
                                f"{args.T if args.objective == 'snn' else ''}-e{args.epochs}")
-    if args.role != "report":
-        if args.role == "all" and args.workers > 1:
-            codes = W.launch_workers("studies.train_hparams", argv, args.workers, ["--study-name", name])
-            if any(codes):
-                print(f"[study] worker exit codes {codes}", file=sys.stderr)
-        else:
-            run_trials(args, storage, name, config)
-    if args.role != "worker":
-        report(args, storage, name, config, argv)
-    return 0
+    return R.dispatch(args, argv, "studies.train_hparams", name,
+                      open_study=lambda: open_study(args, storage, name, config),
+                      run_trials=lambda: run_trials(args, storage, name, config),
+                      report=lambda: report(args, storage, name, config, argv))
 
 
 if __name__ == "__main__":

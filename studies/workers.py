@@ -1,4 +1,4 @@
-"""Workers that share one Optuna study, and the options every study command takes.
+"""Workers that share one Optuna study: the exact trial budget, retries, one setting per study.
 
 Coordination happens only through the storage, with Optuna's own machinery: ``study.optimize``
 with a callback, heartbeats and ``fail_stale_trials``, ``RetryHeartbeatStaleTrialCallback``.
@@ -21,23 +21,14 @@ workers that finish at the same moment both start one more and the study oversho
 """
 from __future__ import annotations
 
-import argparse
 import os
-import signal
-import subprocess
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from . import storage as st
-
-PROJECT_ROOT = st.PROJECT_ROOT
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -61,10 +52,10 @@ def counts(study: optuna.Study, finished=(TrialState.COMPLETE,)) -> dict[str, in
 
 
 def fail_stale(study: optuna.Study) -> None:
-    if is_heartbeat_enabled(study._storage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    """Fail (and so retry) trials whose heartbeat stopped; a no-op without a heartbeat."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 class ExactBudget:
@@ -136,97 +127,9 @@ def run_worker(study: optuna.Study, objective, n_trials: int, finished=(TrialSta
     return counts(study, finished)
 
 
-# ----------------------------------------------------------------------------- CLI plumbing
-
-def add_output_args(p: argparse.ArgumentParser, default_out: str, default_experiment: str) -> None:
-    """Where a study's report and MLflow runs go (the same four flags for every study)."""
-    p.add_argument("--out", default=None, help=f"output folder (default {default_out})")
-    p.add_argument("--experiment", default=None, help=f"MLflow experiment (default {default_experiment})")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default "
-                                                        "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
-
-
-def add_common_args(p: argparse.ArgumentParser, default_trials: int) -> None:
-    g = p.add_argument_group("study and workers")
-    g.add_argument("--storage", default=st.DEFAULT_STORAGE,
-                   help="sqlite:///PATH, PATH.journal or journal:PATH, or postgresql://... "
-                        "(default: %(default)s)")
-    g.add_argument("--study-name", default=None, help="default: derived from the settings")
-    g.add_argument("--n-trials", type=int, default=default_trials,
-                   help="total finished trials the study should end with, over all workers and "
-                        "reruns (default %(default)s)")
-    g.add_argument("--workers", type=int, default=1,
-                   help="local worker processes sharing the storage (default 1: run in this process)")
-    g.add_argument("--role", choices=("all", "worker", "report"), default="all",
-                   help="all: run trials (with --workers processes) then report; worker: only run "
-                        "trials (e.g. one SLURM array task); report: only the final report")
-    g.add_argument("--threads", type=int, default=1,
-                   help="torch threads per worker (default 1: fastest for small models, and on a "
-                        "busy machine 2 threads ran a cnn-small simulation 3x slower; 0: CPU cores "
-                        "/ workers)")
-    g.add_argument("--heartbeat-interval", type=int, default=st.DEFAULT_HEARTBEAT_INTERVAL,
-                   help="seconds between heartbeats of a running trial (0: off; default %(default)s)")
-    g.add_argument("--grace-period", type=int, default=st.DEFAULT_GRACE_PERIOD,
-                   help="a running trial without a heartbeat for this long is failed and retried "
-                        "(default %(default)s)")
-    g.add_argument("--max-retry", type=int, default=st.DEFAULT_MAX_RETRY,
-                   help="retries of a trial whose worker died (default %(default)s)")
-    g.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
-    g.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-
-
-def open_storage(args):
-    return st.make_storage(args.storage, heartbeat_interval=args.heartbeat_interval or None,
-                           grace_period=args.grace_period, max_retry=args.max_retry)
-
-
-def set_threads(args) -> int:
-    import torch
-    n = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
-    torch.set_num_threads(n)
-    return n
-
-
-def launch_workers(module: str, argv: list[str], n: int, extra: list[str]) -> list[int]:
-    """Start ``n`` copies of ``python -m module argv --role worker ...`` and wait for them.
-
-    Later flags override earlier ones in argparse, so the worker options are appended. Returns
-    their exit codes. Ctrl-C (or SIGTERM) stops all of them.
-    """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    procs = []
-    for i in range(n):
-        cmd = [sys.executable, "-m", module, *argv, "--role", "worker", "--workers", str(n),
-               "--worker-index", str(i), *extra]
-        procs.append(subprocess.Popen(cmd, cwd=os.getcwd(), env=env))
-    print(f"[study] started {n} worker processes: pids {', '.join(str(p.pid) for p in procs)}",
-          flush=True)
-
-    def stop(*_):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-    old = signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(143)))
-    try:
-        return [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        stop()
-        for p in procs:
-            p.wait()
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def seeded(sampler_cls, seed: int | None, worker_index: int, **kw):
     """A sampler per worker: distinct seeds, or every worker would propose the same points."""
     return sampler_cls(seed=None if seed is None else seed + 1000 * worker_index, **kw)
-
-
-def study_slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def check_config(study: optuna.Study, config: dict) -> None:
@@ -242,7 +145,3 @@ def check_config(study: optuna.Study, config: dict) -> None:
         lines = "\n".join(f"  {k}: study has {a!r}, this command has {b!r}" for k, (a, b) in diff.items())
         raise SystemExit(f"study '{study.study_name}' already holds trials of a different setting:\n"
                          f"{lines}\nuse another --study-name (or the original settings) to continue")
-
-
-def out_path(p: str | os.PathLike) -> Path:
-    return Path(p).expanduser().resolve()

@@ -6,10 +6,9 @@ The PostgreSQL tests start a throwaway server on 127.0.0.1 (CI installs Debian's
 """
 from __future__ import annotations
 
-import glob
+import argparse
 import json
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -24,13 +23,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from studies import optuna_private, roles
 from studies import storage as st
 from studies import workers as W
+from conftest import find_postgres, run_if
 
 ROOT = Path(__file__).resolve().parents[1]
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not FASHION.is_dir(),
-                                   reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+needs_fashion = run_if(fashion_mnist=True)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -69,25 +68,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        pytest.skip("PostgreSQL binaries absent (/usr/lib/postgresql/*/bin/initdb): "
-                    "apt-get install postgresql")
-    bindir = Path(bins[-1]).parent
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        runuser = shutil.which("runuser")
-        if not runuser:
-            pytest.skip("running as root and runuser (util-linux) is missing")
-        as_user = [runuser, "-u", "postgres", "--"]
+    pg = find_postgres()
+    if isinstance(pg, str):
+        pytest.skip(pg)
+    bindir, as_user = pg.bindir, pg.as_user
     tmp = Path(tempfile.mkdtemp(prefix="studies-pg-"))
     data, log = tmp / "data", tmp / "server.log"
     if as_user:
-        os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        os.chown(tmp, pg.uid, pg.gid)
     port = free_port()
 
     def run(*cmd, check=True):
@@ -237,17 +225,7 @@ def wait_for_heartbeat(storage, trial, timeout: float = 60):
     kill below must come after it (a fixed sleep was too short on a loaded machine)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if isinstance(storage, optuna.storages.RDBStorage):
-            from optuna.storages._rdb import models
-            session = storage.scoped_session()
-            try:
-                beat = models.TrialHeartbeatModel.where_trial_id(trial._trial_id, session)
-            finally:
-                session.close()
-        else:
-            beat = storage.get_trial(trial._trial_id).system_attrs.get(
-                f"{st.HEARTBEAT_ATTR}{trial._trial_id}")
-        if beat is not None:
+        if optuna_private.last_heartbeat(storage, trial) is not None:
             return
         time.sleep(0.2)
     pytest.fail("the slow worker never recorded a heartbeat")
@@ -278,6 +256,113 @@ def test_killed_worker_trial_is_retried(kind, tmp_path, request):
     assert len(trials) == 5
 
 
+# ----------------------------------------------------------------------------- starting together
+
+LAUNCH = """
+import json, os, sys, time, traceback
+import alembic.script, sqlalchemy.orm  # imported once, before the fork, to keep the test cheap
+from studies import toy
+folder, n, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+pids = []
+for i in range(n):
+    pid = os.fork()
+    if pid == 0:                         # a worker: its own process, connections and output
+        fd = os.open(os.path.join(folder, f"worker{i}.log"), os.O_WRONLY | os.O_CREAT)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        while not os.path.exists(os.path.join(folder, "go")):
+            time.sleep(0.001)
+        try:
+            code = toy.main(argv + ["--worker-index", str(i)])
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
+    pids.append(pid)
+open(os.path.join(folder, "go"), "w").close()   # the barrier: all start at this instant
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]))
+"""
+
+
+def start_together(url: str, folder: Path, n_workers: int, n_trials: int) -> None:
+    """``n_workers`` toy worker processes (forked from one launcher that imported everything
+    once) open a fresh ``url`` at the same instant: each waits for a 'go' file. All exit 0."""
+    folder.mkdir()
+    p = subprocess.run([sys.executable, "-c", LAUNCH, str(folder), str(n_workers), "--storage", url,
+                        "--study-name", "s", "--role", "worker", "--n-trials", str(n_trials),
+                        "--sleep", "0.02", "--poll", "0.1"],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    codes = json.loads(p.stdout.strip().splitlines()[-1])
+    crashed = [(c, (folder / f"worker{i}.log").read_text()[-2000:]) for i, c in enumerate(codes) if c]
+    assert len(codes) == n_workers and not crashed, \
+        f"{len(crashed)}/{n_workers} workers crashed on a fresh storage: {crashed[0]}"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_eight_workers_start_together_on_a_fresh_storage(kind, tmp_path, request):
+    """Issue 11: a SLURM array starts every task at once on a fresh database; the schema and
+    study creation race (Optuna issue 1092) must cost no worker, 3 rounds per storage."""
+    for rnd in range(3):
+        url = {"sqlite": lambda: f"sqlite:///{tmp_path}/r{rnd}.db",
+               "journal": lambda: str(tmp_path / f"r{rnd}.journal"),
+               "postgresql": lambda: fresh_pg_db(request.getfixturevalue("postgres_url"), f"together{rnd}"),
+               }[kind]()
+        start_together(url, tmp_path / f"round{rnd}", n_workers=8, n_trials=12)
+        trials = optuna.load_study(study_name="s", storage=st.make_storage(url)).get_trials()
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == 12, f"round {rnd}"
+        assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
+
+
+def test_role_init_creates_schema_and_study_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/init.db"
+    p = subprocess.run([sys.executable, "-m", "studies.toy", "--storage", url, "--study-name", "s",
+                        "--role", "init"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "ready" in p.stdout, p.stdout + p.stderr
+    study = optuna.load_study(study_name="s", storage=url)
+    assert study.get_trials() == []                         # created, no trial run
+
+
+def test_schema_race_is_retried_then_passed_on(monkeypatch):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError('(psycopg2.errors.DuplicateTable) relation "studies" already exists')
+        return "storage"
+    monkeypatch.setattr(st.time, "sleep", lambda s: None)
+    assert st.retry_race(flaky) == "storage" and len(calls) == 3
+    with pytest.raises(RuntimeError, match="connection refused"):  # not a race: no retry
+        st.retry_race(lambda: (_ for _ in ()).throw(RuntimeError("connection refused")))
+
+
+def test_heartbeat_is_on_by_default(tmp_path):
+    """Crashed trials are retried only with a heartbeat: the default must keep it on (10 s)."""
+    assert st.DEFAULT_HEARTBEAT_INTERVAL == 10 and st.DEFAULT_GRACE_PERIOD == 60
+    for url in (f"sqlite:///{tmp_path}/d.db", str(tmp_path / "d.journal")):
+        s = st.make_storage(url)
+        assert s.get_heartbeat_interval() == 10, url
+        assert isinstance(s.get_heartbeat_stale_trial_callback(),
+                          optuna.storages.RetryHeartbeatStaleTrialCallback), url
+    p = argparse.ArgumentParser()
+    roles.add_common_args(p, default_trials=1)
+    args = p.parse_args(["--storage", str(tmp_path / "cli.journal")])
+    assert roles.open_storage(args).get_heartbeat_interval() == 10
+
+
+def test_optuna_private_apis_unchanged(monkeypatch):
+    """studies/optuna_private.py relies on Optuna internals: an upgrade that changes them must
+    fail here, naming the version, not silently stop retrying crashed trials."""
+    optuna_private.check()
+    monkeypatch.setattr(optuna_private.BaseHeartbeat, "__abstractmethods__",
+                        frozenset({"record_heartbeat", "_get_stale_trial_ids_v2"}))
+    with pytest.raises(RuntimeError, match=f"Optuna {optuna.__version__} changed private APIs"):
+        optuna_private.check()
+
+
 # ----------------------------------------------------------------------------- DDP
 
 @needs_fashion
@@ -306,7 +391,7 @@ def make_ckpt(path: Path, dataset: str = "fashion-mnist", activation: str = "ste
     """A Lightning-format ANNClassifier checkpoint with random weights (no training needed)."""
     import lightning
 
-    from lightning_modules.data import DATASETS
+    from annsnn.datasets import DATASETS
     from lightning_modules.module import ANNClassifier
     info = DATASETS[dataset]
     act = {"name": "steprelu", "theta": 0.1, "L": 8, "phi": 0.0} if activation == "steprelu" \
@@ -324,7 +409,7 @@ def make_ckpt(path: Path, dataset: str = "fashion-mnist", activation: str = "ste
 
 
 def test_checkpoint_mismatches(tmp_path):
-    from studies.leak_timestep import CheckpointError, load_ann
+    from studies.checkpoint import CheckpointError, load_ann
     cifar = make_ckpt(tmp_path / "c.ckpt", dataset="cifar10")
     with pytest.raises(CheckpointError) as e:
         load_ann(cifar, "fashion-mnist", "steprelu")
@@ -355,6 +440,30 @@ def test_cli_checkpoint_mismatch_is_one_line(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_trial_phi_reaches_every_neuron(tmp_path, monkeypatch):
+    """The trial's phi must be the initial potential of every neuron actually simulated
+    (the method's own phi, 0 for this StepReLU net, would otherwise be searched in vain)."""
+    from annsnn.neurons import spiking_layers
+    from studies import leak_inputs
+    from studies import leak_timestep as LT
+    from studies.checkpoint import load_ann
+    ann, _ = load_ann(make_ckpt(tmp_path / "f.ckpt"), "fashion-mnist", "steprelu")
+    assert LT.method_phi(ann, "steprelu", None) == 0.0
+    seen, real = [], leak_inputs.simulate
+
+    def spy(snn, *a, **kw):
+        seen.append([m.phi for _, m in spiking_layers(snn)])
+        return real(snn, *a, **kw)
+    monkeypatch.setattr(leak_inputs, "simulate", spy)
+    torch.manual_seed(0)
+    val = leak_inputs.loader_of((torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))), 4)
+    s = LT.Search(ann, "steprelu", val, None, None, 0, 4, [0.0, 0.5], ["acc", "T"])
+    for phi in (0.5, 0.0):
+        acc, T = LT.objective(optuna.trial.FixedTrial({"leak": 0.9, "T": 2, "phi": phi}), s)
+        assert len(seen[-1]) >= 2 and all(p == phi for p in seen[-1]), (phi, seen[-1])
+        assert T == 2 and 0 <= acc <= 1
+
+
 def test_parse_options():
     from studies.leak_timestep import parse_objectives, parse_perturbation
     assert parse_objectives("acc,T") == ["acc", "T"] and parse_objectives("acc") == ["acc"]
@@ -372,11 +481,13 @@ def test_parse_options():
 
 @needs_fashion
 def test_leak_timestep_smoke(tmp_path):
-    ckpt = make_ckpt(tmp_path / "runs" / "smoke" / "seed0" / "steprelu" / "last.ckpt")
+    from bench.layout import checkpoint_path
+    make_ckpt(checkpoint_path("smoke", 0, "steprelu", tmp_path / "runs"))
     journal, out, mldb = tmp_path / "study.journal", tmp_path / "out", tmp_path / "mlflow.db"
     e = env()
     e["MLFLOW_TRACKING_URI"] = f"sqlite:///{mldb}"
-    cmd = [sys.executable, "-m", "studies.leak_timestep", "--checkpoint", str(ckpt),
+    cmd = [sys.executable, "-m", "studies.leak_timestep", "--preset", "smoke", "--train-seed", "0",
+           "--runs-dir", str(tmp_path / "runs"),
            "--data-dir", "/usr/share/datasets", "--storage", str(journal), "--n-trials", "4",
            "--workers", "2", "--val-subset", "64", "--test-subset", "100", "--T-max", "4",
            "--objectives", "acc,T", "--perturbation", "salt_pepper:0.9:dynamic", "--out", str(out),

@@ -1,0 +1,14 @@
+#!/bin/bash
+# The leak/time-step study on SLURM: init once, then the worker array (only if init succeeded),
+# then the report. Settings travel as environment variables (sbatch exports them); extra
+# arguments are passed to every sbatch.
+#
+#   studies/slurm/submit.sh                                       # 4 workers on the journal file
+#   WORKERS=0-31 STORAGE=postgresql://optuna:PW@db-host/optuna studies/slurm/submit.sh
+set -euo pipefail
+SCRIPT=$(dirname "$0")/leak_timestep.sbatch
+WORKERS=${WORKERS:-0-3}
+init=$(ROLE=init sbatch --parsable --export=ALL "$@" --array=0 "$SCRIPT")
+work=$(ROLE=worker sbatch --parsable --export=ALL "$@" --array="$WORKERS" --dependency=afterok:"${init%%;*}" "$SCRIPT")
+report=$(ROLE=report sbatch --parsable --export=ALL "$@" --array=0 --dependency=afterany:"${work%%;*}" "$SCRIPT")
+echo "init ${init%%;*}, workers ${work%%;*} (array $WORKERS), report ${report%%;*}"
