@@ -1,6 +1,7 @@
 """Benchmark CLI.
 
     python -m bench run --preset smoke [--set key=value ...] [--resume] [--tracking-uri URI]
+    python -m bench run --preset paper-cifar10-vgg16 --dry-run --data-dir DIR   (a few batches, CPU)
     python -m bench list
     python -m bench speed
 """
@@ -17,13 +18,17 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run a preset end to end")
     r.add_argument("--preset", default="smoke", help="preset name (bench/presets/NAME.yaml) or a YAML path")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a preset key (dotted for nested keys, e.g. train.epochs=5)")
+                   help="override a preset key, dotted for nested keys, value in YAML syntax: "
+                        "train.epochs=5, methods=[steprelu,qcfs], test_subset=null")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint, into the same MLflow runs")
     r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
     r.add_argument("--data-dir", default=None, help="folder holding the dataset (see README, Data)")
     r.add_argument("--out", default=None, help="output folder (default results/<preset>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--dry-run", action="store_true",
+                   help="2 training batches, then every method at T = 2 on 2 batches, on CPU "
+                        "(bench/dry_run.py: --set overrides applied before yours)")
     sub.add_parser("list", help="list presets")
     rp = sub.add_parser("report", help="re-render results/<preset>/summary.md from its results.json")
     rp.add_argument("--preset", default="smoke")
@@ -48,6 +53,9 @@ def main(argv=None) -> int:
         return speed.main(quick=args.quick)
     try:
         sets = list(args.sets) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+        if args.dry_run:
+            from .dry_run import overrides
+            sets = overrides(presets.load(args.preset, sets)) + sets
         cfg = presets.load(args.preset, sets)
     except presets.PresetError as exc:
         print(f"error: {exc}", file=sys.stderr)

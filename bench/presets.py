@@ -1,85 +1,118 @@
-"""Presets: YAML files in bench/presets/, merged over DEFAULTS, with ``--set key=value`` overrides.
+"""Presets: YAML files in bench/presets/, merged over typed defaults, with ``--set key=value``.
 
-Every key a preset may hold appears in DEFAULTS; anything else is rejected with
-the list of valid keys, so a typo never silently runs the default.
+OmegaConf does the merging, the value parsing of ``--set`` and the type checks; the
+config is in struct mode, so a key that is not in the defaults (a typo) is rejected,
+at any depth, with the valid keys of its level instead of silently running a default.
+Two blocks are free-form because their keys belong to a constructor: an activation's
+knobs (checked against the activation class's signature) and ``arch_kwargs`` (checked
+by building the model on the meta device). ``load`` returns a plain dict.
 """
 from __future__ import annotations
 
-import copy
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
 
+import torch
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from annsnn.convert import METHODS
-from annsnn.models import ARCHITECTURES
+from annsnn import models
+from annsnn.activations import ACTIVATIONS
+from annsnn.datasets import DATASETS
+from annsnn.recipes import RECIPES, get_recipe
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "cifar10-jpeg", "imagenet")
+Number = Union[int, float]  # keeps a preset's 8 an 8 (the manifest records the preset as written)
 
-DEFAULTS: dict = {
-    "name": None,
-    "description": "",
-    "why": "",                      # why this architecture / schedule (recorded in the preset)
-    "dataset": "fashion-mnist",
-    "data_dir": None,
-    "arch": "cnn-small",
-    "arch_kwargs": {},
-    "methods": list(METHODS),
-    "seeds": [0],
-    "T_max": 32,
-    "leaks": [1.0],
-    "val_fraction": 0.1,
-    "batch_size": 128,
-    "eval_batch_size": 500,
-    "num_workers": 0,
-    "calib_size": 1000,
-    "test_subset": None,            # evaluate on a fixed subset of the test split (None = all)
-    "robustnorm_percentile": 99.9,
-    "activations": {
-        "relu": {},
-        "qcfs": {"L": 8, "init_lam": 4.0},
-        "steprelu": {"theta": 0.05, "L": 20, "phi": 0.0, "clip": True, "learn_theta": False},
-    },
-    "train": {
-        "epochs": 3,
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": 5e-4,
-        "schedule": "cosine",
-        "warmup_epochs": 0.0,
-        "label_smoothing": 0.0,
-        "channels_last": False,     # train in NHWC layout (faster on CPU for wide convs)
-    },
-    "trainer": {
-        "accelerator": "cpu",
-        "devices": 1,
-        "num_nodes": 1,
-        "strategy": "auto",
-        "precision": "32-true",
-        "threads": 0,               # torch.set_num_threads; 0 = leave torch's default
-    },
-    "eval_every_k_epochs": 0,
-    "summary_t": [1, 2, 4, 8, 16, 32],
-    "budget_minutes": None,         # printed against the wall time at the end
-    "robustness": {
-        "enabled": False,
-        "test_subset": 2000,
-        "T": [1, 4, 32],
-        "leaks": [1.0, 0.95, 0.9, 0.8],
-        "gaussian_sigma": [0.05, 0.1, 0.2],
-        "salt_pepper_s": [0.95, 0.9, 0.8],
-        "dynamic": [False, True],
-        "fgsm_eps": [0.01, 0.03, 0.05],
-        "pgd_eps": [0.01, 0.03],
-        "pgd_steps": 10,
-        "pgd_step_size": None,
-        "snn_attack_T": [1, 4],
-        "snn_attack_subset": 500,
-        "leak_noise": {"kind": "salt_pepper", "level": 0.9},
-    },
+# Knobs that differ from the activation class's own defaults; the rest of its signature
+# may be set too. Only what is listed here is recorded, so manifests stay as they were.
+ACTIVATION_DEFAULTS: dict[str, dict] = {
+    "relu": {},
+    "qcfs": {"L": 8, "init_lam": 4.0},
+    "steprelu": {"theta": 0.05, "L": 20, "phi": 0.0, "clip": True, "learn_theta": False},
 }
+
+
+@dataclass
+class Train:
+    epochs: int = 3
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: Number = 0.0
+    label_smoothing: float = 0.0
+    channels_last: bool = False     # train in NHWC layout (faster on CPU for wide convs)
+
+
+@dataclass
+class Trainer:
+    accelerator: str = "cpu"
+    devices: Any = 1                # an int, "auto" or a list of device ids, as Lightning takes it
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    threads: int = 0                # torch.set_num_threads; 0 = leave torch's default
+    limit_train_batches: Number = 1.0   # Lightning's: a fraction of the epoch, or a batch count
+    limit_val_batches: Number = 1.0     # (the dry run sets both to 2 batches)
+
+
+@dataclass
+class LeakNoise:
+    kind: str = "salt_pepper"
+    level: float = 0.9
+
+
+@dataclass
+class Robustness:
+    enabled: bool = False
+    test_subset: int = 2000
+    T: List[int] = field(default_factory=lambda: [1, 4, 32])
+    leaks: List[float] = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.8])
+    gaussian_sigma: List[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+    salt_pepper_s: List[float] = field(default_factory=lambda: [0.95, 0.9, 0.8])
+    dynamic: List[bool] = field(default_factory=lambda: [False, True])
+    fgsm_eps: List[float] = field(default_factory=lambda: [0.01, 0.03, 0.05])
+    pgd_eps: List[float] = field(default_factory=lambda: [0.01, 0.03])
+    pgd_steps: int = 10
+    pgd_step_size: Optional[float] = None
+    snn_attack_T: List[int] = field(default_factory=lambda: [1, 4])
+    snn_attack_subset: int = 500
+    leak_noise: LeakNoise = field(default_factory=LeakNoise)
+
+
+@dataclass
+class Preset:
+    name: Optional[str] = None
+    description: str = ""
+    why: str = ""                   # why this architecture / schedule (recorded in the preset)
+    dataset: str = "fashion-mnist"
+    data_dir: Optional[str] = None
+    arch: str = "cnn-small"
+    arch_kwargs: Dict[str, Any] = field(default_factory=dict)
+    methods: List[str] = field(default_factory=list)   # no default: a preset chooses what it runs
+    seeds: List[int] = field(default_factory=lambda: [0])
+    T_max: int = 32
+    leaks: List[float] = field(default_factory=lambda: [1.0])
+    val_fraction: float = 0.1
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    num_workers: int = 0
+    calib_size: int = 1000
+    test_subset: Optional[int] = None   # evaluate on a fixed subset of the test split (None = all)
+    activations: Dict[str, Dict[str, Any]] = field(
+        default_factory=lambda: {a: dict(ACTIVATION_DEFAULTS.get(a, {})) for a in ACTIVATIONS})
+    train: Train = field(default_factory=Train)
+    trainer: Trainer = field(default_factory=Trainer)
+    eval_every_k_epochs: int = 0
+    summary_t: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    budget_minutes: Optional[Number] = None   # printed against the wall time at the end
+    robustness: Robustness = field(default_factory=Robustness)
 
 
 class PresetError(ValueError):
@@ -90,46 +123,85 @@ def available() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def _merge(base: dict, over: dict, path: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if k not in base:
-            valid = ", ".join(sorted(base))
-            raise PresetError(f"unknown preset key '{path}{k}'; valid keys{' under ' + path[:-1] if path else ''}: {valid}")
-        # free-form dicts (knobs passed straight to a constructor) merge without key checks
-        if isinstance(base[k], dict) and isinstance(v, dict) and path + k not in ("arch_kwargs",) \
-                and not (path.startswith("activations.")):
-            out[k] = _merge(base[k], v, f"{path}{k}.")
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+def defaults() -> DictConfig:
+    """The typed defaults in struct mode; the two constructor-knob blocks stay open."""
+    cfg = OmegaConf.structured(Preset)
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_struct(cfg.arch_kwargs, False)
+    for knobs in cfg.activations.values():
+        OmegaConf.set_struct(knobs, False)
+    return cfg
 
 
-def _set(cfg: dict, assignment: str) -> dict:
-    if "=" not in assignment:
-        raise PresetError(f"--set expects key=value, got {assignment!r}")
-    key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw)
-    over: dict = {}
-    node = over
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
-    return _merge(cfg, over)
+def _valid_keys(cfg: DictConfig, full_key: str) -> tuple[str, list[str]]:
+    """(parent path, keys valid there) for the unknown ``full_key``."""
+    parent = full_key.rpartition(".")[0]
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return parent, list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _merge(cfg: DictConfig, over, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, over)
+    except ConfigKeyError as exc:
+        key = exc.full_key or str(exc.key)
+        parent, valid = _valid_keys(cfg, key)
+        raise PresetError(f"unknown preset key '{key}' in {source}; valid keys"
+                          f"{' under ' + parent if parent else ''}: {', '.join(valid)}") from None
+    except OmegaConfBaseException as exc:
+        msg = str(exc).splitlines()[0]
+        where = f" for '{exc.full_key}'" if getattr(exc, "full_key", None) else ""
+        raise PresetError(f"bad value{where} in {source}: {msg}") from None
+
+
+def _dotlist(assignments: list[str]) -> DictConfig:
+    for a in assignments:
+        if "=" not in a:
+            raise PresetError(f"--set expects key=value, got {a!r}")
+    try:
+        return OmegaConf.from_dotlist(list(assignments))
+    except OmegaConfBaseException as exc:
+        raise PresetError(f"cannot parse --set {' '.join(assignments)}: {str(exc).splitlines()[0]}") from None
+
+
+def activation_params(name: str) -> list[str]:
+    """The keyword parameters of a registered activation's constructor: its valid knobs."""
+    sig = inspect.signature(ACTIVATIONS[name])
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _one_of(value, valid, what: str) -> None:
+    if value not in valid:
+        raise PresetError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+def _check_arch_kwargs(cfg: dict) -> None:
+    """Build the network on the meta device (no memory, no init cost) to catch bad knobs."""
+    info = DATASETS[cfg["dataset"]]
+    try:
+        with torch.device("meta"):
+            models.build(cfg["arch"], num_classes=info.num_classes, in_channels=info.in_channels,
+                         image_size=info.image_size, **cfg["arch_kwargs"])
+    except (TypeError, ValueError) as exc:
+        raise PresetError(f"arch_kwargs {cfg['arch_kwargs']} do not fit {cfg['arch']}: {exc}") from None
 
 
 def validate(cfg: dict) -> dict:
-    def one_of(value, valid, what):
-        if value not in valid:
-            raise PresetError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
-    one_of(cfg["dataset"], DATASETS, "dataset")
-    one_of(cfg["arch"], ARCHITECTURES, "architecture")
+    _one_of(cfg["dataset"], list(DATASETS), "dataset")
+    _one_of(cfg["arch"], models.ARCHITECTURES, "architecture")
     if not cfg["methods"]:
-        raise PresetError("the preset lists no methods")
+        raise PresetError("the preset lists no methods (key 'methods'); valid: " + ", ".join(RECIPES))
     for m in cfg["methods"]:
-        one_of(m, list(METHODS), "method")
-    if not isinstance(cfg["T_max"], int) or cfg["T_max"] < 1:
+        _one_of(m, list(RECIPES), "method")
+    for act, knobs in cfg["activations"].items():
+        valid = activation_params(act)
+        unknown = sorted(set(knobs) - set(valid))
+        if unknown:
+            raise PresetError(f"unknown preset key 'activations.{act}.{unknown[0]}'; valid keys under "
+                              f"activations.{act} ({ACTIVATIONS[act].__name__}): {', '.join(valid) or '(none)'}")
+    _check_arch_kwargs(cfg)
+    if cfg["T_max"] < 1:
         raise PresetError(f"T_max must be an integer >= 1, got {cfg['T_max']!r}")
     for lk in list(cfg["leaks"]) + list(cfg["robustness"]["leaks"]):
         if not 0 < float(lk) <= 1:
@@ -148,16 +220,17 @@ def load(name_or_path: str, sets: list[str] | None = None) -> dict:
     if not path.exists():
         raise PresetError(f"unknown preset {name_or_path!r}; available: {', '.join(available())}")
     data = yaml.safe_load(path.read_text()) or {}
-    cfg = _merge(DEFAULTS, data)
-    cfg["name"] = cfg["name"] or path.stem
-    for s in sets or []:
-        cfg = _set(cfg, s)
-    return validate(cfg)
+    cfg = _merge(defaults(), data, path.name)
+    if cfg.name is None:
+        cfg.name = path.stem
+    if sets:
+        cfg = _merge(cfg, _dotlist(sets), "--set")
+    return validate(OmegaConf.to_container(cfg))
 
 
 def activation_groups(cfg: dict) -> dict[str, list[str]]:
     """ANN activation -> the methods it serves, in preset order."""
     groups: dict[str, list[str]] = {}
     for m in cfg["methods"]:
-        groups.setdefault(METHODS[m].activation, []).append(m)
+        groups.setdefault(get_recipe(m).activation, []).append(m)
     return groups

@@ -1,6 +1,9 @@
 """Shared helpers for the fast tests: random networks with realistic BatchNorm
-statistics, per-layer thresholds fitted to the activations, tiny loaders, and a
-record of the largest ANN/SNN relative error seen by the exactness tests.
+statistics, per-layer thresholds fitted to the activations, tiny loaders, a
+record of the largest ANN/SNN relative error seen by the exactness tests,
+``run_if`` (one skip rule for what a test needs from the machine), and a session
+guard that sends runs and MLflow to a temporary folder and fails the suite if a
+test wrote into the repository anyway.
 
 Note on batch sizes (CPU, MKL/oneDNN): a conv/linear layer's float32 result for
 one image can depend on how many images share the batch (batches of 1-2 rows,
@@ -11,6 +14,15 @@ failure there points at the platform, not at annsnn.
 """
 from __future__ import annotations
 
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -36,6 +48,10 @@ def record_rel_error(test_id: str, s: torch.Tensor, a: torch.Tensor) -> float:
 
 
 def pytest_terminal_summary(terminalreporter):
+    if REPO_WRITES:
+        terminalreporter.write_sep("=", "paths in the repository created or modified during the tests")
+        for p in REPO_WRITES:
+            terminalreporter.write_line(p)
     if EXACTNESS_ERRORS:
         worst = max(EXACTNESS_ERRORS, key=lambda p: p[1])
         terminalreporter.write_sep("=", "ANN/SNN exactness at T = 1")
@@ -50,6 +66,114 @@ def pytest_terminal_summary(terminalreporter):
             f"unfolded ANN (BatchNorm not folded) differs from the folded ANN in {n_diff} of "
             f"{n_all} output elements, in {n_cases} of {len(UNFOLDED_DIFFS)} networks "
             "(not a reference; shown because the folding point matters)")
+
+
+# ----------------------------------------------------------------------------- what this machine has
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+class PostgresTools(NamedTuple):
+    bindir: Path
+    as_user: list[str]   # command prefix that runs a binary as the 'postgres' user ([] if not root)
+    uid: int | None
+    gid: int | None
+
+
+def find_postgres() -> PostgresTools | str:
+    """Debian's PostgreSQL server binaries and how to run them, or why they cannot run here."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        return "PostgreSQL binaries absent (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql"
+    bindir = Path(bins[-1]).parent
+    if os.geteuid() != 0:
+        return PostgresTools(bindir, [], None, None)
+    try:  # the server refuses to run as root
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        return "running as root and there is no 'postgres' user to run the server"
+    runuser = shutil.which("runuser")
+    if not runuser:
+        return "running as root and runuser (util-linux) is missing"
+    return PostgresTools(bindir, [runuser, "-u", "postgres", "--"], pw.pw_uid, pw.pw_gid)
+
+
+def _missing(fashion_mnist: bool = False, postgres: bool = False, gpu: bool = False,
+             paths: tuple = ()) -> list[str]:
+    why = []
+    if fashion_mnist and not FASHION_MNIST_DIR.is_dir():
+        why.append(f"Fashion-MNIST absent ({FASHION_MNIST_DIR}): apt-get install dataset-fashion-mnist")
+    if postgres and isinstance(pg := find_postgres(), str):
+        why.append(pg)
+    if gpu and not torch.cuda.is_available():
+        why.append("needs a CUDA GPU")
+    why += [f"{p} absent" for p in paths if not Path(p).exists()]
+    return why
+
+
+def run_if(*, fashion_mnist: bool = False, postgres: bool = False, gpu: bool = False,
+           paths: tuple = ()) -> pytest.MarkDecorator:
+    """One skip condition for what a test needs from the machine, with the reason.
+
+    ``paths``: files or folders that must exist (offline dataset copies)."""
+    why = _missing(fashion_mnist, postgres, gpu, tuple(paths))
+    return pytest.mark.skipif(bool(why), reason="; ".join(why) or "all present")
+
+
+# ----------------------------------------------------------------------------- the repo stays clean
+
+_CACHES = (".venv", ".pytest_cache", ".hypothesis", ".data")  # .data: the datasets' decode cache
+
+
+REPO_WRITES: list[str] = []   # paths the session wrote into the repo (shown at the end)
+
+
+def repo_changes() -> dict[str, tuple] | None:
+    """Untracked, ignored and modified paths of the working tree -> (status, mtime, size),
+    tool caches left out; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored",
+                              "--", ".", ":(exclude).venv"],
+                             cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    state = {}
+    for entry in filter(None, out.split("\0")):
+        status, path = entry[:2], entry[3:]
+        parts = path.rstrip("/").split("/")
+        if parts[0] in _CACHES or "__pycache__" in parts or any(p.endswith(".egg-info") for p in parts):
+            continue
+        try:
+            st = (REPO / path).stat()
+            state[path] = (status, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            state[path] = (status, None, None)
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repo_stays_clean(tmp_path_factory):
+    """Runs, MLflow and outputs go to a temporary folder, and the session fails if it wrote
+    into the repository anyway (ANNSNN_REPO_CHECK=warn: only list the paths, for a working
+    tree that people edit while the tests run)."""
+    out = tmp_path_factory.mktemp("outputs")
+    env = {"ANNSNN_RUNS_DIR": str(out / "runs"), "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    before = repo_changes()
+    yield out
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    after = repo_changes()
+    if before is None or after is None:
+        return
+    REPO_WRITES.extend(sorted(p for p, v in after.items() if before.get(p) != v))
+    if REPO_WRITES and os.environ.get("ANNSNN_REPO_CHECK") != "warn":
+        pytest.fail(f"the tests wrote into the repository: {', '.join(REPO_WRITES[:20])}", pytrace=False)
 
 
 # ----------------------------------------------------------------------------- loaders

@@ -1,21 +1,22 @@
-"""End-to-end pipeline tests: a tiny preset against a real MLflow server, resume, presets."""
+"""End-to-end pipeline tests: a tiny preset against a real MLflow server, resume, readable logs,
+and the report's statistics over seeds. (Preset parsing: test_presets.py.)"""
 from __future__ import annotations
 
 import os
+import re
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import presets, runner
+from bench import presets, report, runner
+from conftest import run_if
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not FASHION.exists(),
-                                   reason="Fashion-MNIST offline copy missing (apt-get install dataset-fashion-mnist)")
+needs_fashion = run_if(fashion_mnist=True)
 
 TINY = ["train.epochs=1", "val_fraction=0.9", "test_subset=300", "calib_size=200", "T_max=4",
         "summary_t=[1,2,4]", "arch_kwargs={width: 8}", "trainer.threads=2", "robustness.enabled=false"]
@@ -68,9 +69,14 @@ def _children(client, exp_id, parent):
 
 
 @needs_fashion
-def test_tiny_preset_against_mlflow_server(tmp_path, mlflow_server):
+def test_tiny_preset_against_mlflow_server(tmp_path, mlflow_server, capfd):
     cfg = tiny_cfg("test-server", extra=TINY_ROBUSTNESS)
-    out = runner.run(cfg, tracking_uri=mlflow_server, out_dir=tmp_path / "results", progress=False)
+    out = runner.run(cfg, tracking_uri=mlflow_server, out_dir=tmp_path / "results", progress=True)
+    # the log, as written to a file (SLURM, CI, nohup): plain lines that `less` reads
+    log = "".join(capfd.readouterr())
+    assert "\r" not in log and "\x1b[" not in log, "progress bars redraw with carriage returns / escapes"
+    assert "SNN steprelu-leak1: 100% 4/4" in log and "robustness: 100% 6/6" in log
+    assert len(log.encode()) < 50_000, f"{len(log.encode())} bytes of log for a run of seconds"
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("test-server")
     parents = client.search_runs([exp.experiment_id], "tags.activation != ''")
@@ -124,7 +130,7 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tmp_path, monkey
     with pytest.raises(_Boom):
         runner.run(cfg, tracking_uri=uri, out_dir=tmp_path / "r", progress=False)
     monkeypatch.setattr(cb, "simulate", real_simulate)
-    state = runner.State(runner.PROJECT_ROOT / "runs" / "test-resume" / "state.json", cfg, resume=True)
+    state = runner.State(runner.work_dir("test-resume") / "state.json", cfg, resume=True)
     g = state.data["groups"]["seed0/steprelu"]
     assert g["trained"] and [r["method"] for r in g["records"]] == ["steprelu"]
 
@@ -142,28 +148,25 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tmp_path, monkey
     assert len(out["records"]) == 2
 
 
-def test_presets_reject_unknown_names():
-    with pytest.raises(presets.PresetError, match="valid keys"):
-        presets.load("smoke", ["trian.epochs=3"])
-    with pytest.raises(presets.PresetError, match="valid: .*steprelu"):
-        presets.load("smoke", ["methods=[stepReLU]"])
-    with pytest.raises(presets.PresetError, match="valid: .*fashion-mnist"):
-        presets.load("smoke", ["dataset=fmnist"])
-    with pytest.raises(presets.PresetError, match="valid: .*resnet20"):
-        presets.load("smoke", ["arch=resnet50"])
-    with pytest.raises(presets.PresetError, match="available: .*smoke"):
-        presets.load("no-such-preset")
+# ----------------------------------------------------------------------------- the report over seeds
+
+def _record(seed: int, acc: list[float], ann_acc: float) -> dict:
+    """A finished conversion as the runner records it (steprelu, leak 1, T_max 2)."""
+    return {"method": "steprelu", "leak": 1.0, "seed": seed, "activation": "steprelu", "T_max": 2,
+            "ann_acc": ann_acc, "ann_acc_unfolded": ann_acc, "acc": acc, "conv_error": [0.0, 0.01],
+            "ops_ratio": [1.0, 2.0], "energy_ratio": [0.5, 1.0], "max_spikes_per_step": 3,
+            "identical_at_t1": 100, "n_images": 100, "run_id": f"run{seed}"}
 
 
-def test_every_shipped_preset_loads():
-    names = presets.available()
-    assert "smoke" in names
-    for name in names:
-        cfg = presets.load(name)
-        assert cfg["methods"] and cfg["T_max"] >= 1
-
-
-def test_cli_reports_bad_preset_key():
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "--preset", "smoke", "--set", "bogus=1"],
-                          capture_output=True, text=True, cwd=runner.PROJECT_ROOT)
-    assert proc.returncode == 2 and "unknown preset key 'bogus'" in proc.stderr
+def test_summary_table_shows_mean_and_std_over_seeds():
+    cfg = presets.load("smoke", ["T_max=2", "summary_t=[1, 2]", "methods=[steprelu]"])
+    accs = {0: [0.8110, 0.8320], 1: [0.8530, 0.8410]}
+    anns = {0: 0.8220, 1: 0.8680}
+    table = report.summary_table(cfg, [_record(s, accs[s], anns[s]) for s in (0, 1)])
+    row = next(line for line in table.splitlines() if line.startswith("| steprelu |"))
+    pairs = [(float(m), float(s)) for m, s in re.findall(r"(\d+\.\d+) ± (\d+\.\d+)", row)]
+    for t in (0, 1):  # accuracy at t = 1 and t = 2, in percent, sample std (n - 1)
+        vals = [100 * accs[s][t] for s in (0, 1)]
+        want = (statistics.mean(vals), statistics.stdev(vals))
+        assert any(m == pytest.approx(want[0], abs=0.006) and sd == pytest.approx(want[1], abs=0.006)
+                   for m, sd in pairs), f"no {want[0]:.2f} ± {want[1]:.2f} for t = {t + 1} in {row}"
