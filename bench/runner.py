@@ -16,14 +16,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from mlflow.tracking import MlflowClient
 
 import tracking
 from lightning_modules.callbacks import SNNEvaluation
 from lightning_modules.data import build_datamodule
 from lightning_modules.module import ANNClassifier
+from lightning_modules.progress import progress_callback
 
 from . import presets, report, robustness
+from .layout import RUNS_ENV_VAR, checkpoint_path, work_dir  # noqa: F401 (RUNS_ENV_VAR re-exported)
 
 PROJECT_ROOT = tracking.PROJECT_ROOT
 
@@ -39,9 +42,16 @@ class _MarkTrained(L.Callback):
             self.mark()
 
 
+def _is_rank_zero() -> bool:
+    """Under DDP every rank runs this script (Lightning re-launches it); only rank 0 keeps
+    the state file, evaluates, logs and writes results, the others only train."""
+    return rank_zero_only.rank == 0
+
+
 class State:
     def __init__(self, path: Path, cfg: dict, resume: bool):
         self.path = path
+        self.writer = _is_rank_zero()
         if resume and path.exists():
             self.data = json.loads(path.read_text())
             if self.data.get("preset") != cfg:
@@ -50,7 +60,7 @@ class State:
         else:
             if resume:
                 print(f"[bench] nothing to resume in {path.parent}; starting a fresh run")
-            if path.parent.exists():
+            if path.parent.exists() and self.writer:
                 shutil.rmtree(path.parent)
             self.data = {"preset": cfg, "groups": {}, "started": time.time(), "elapsed": 0.0}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +70,8 @@ class State:
         return self.data["groups"].setdefault(key, {"records": []})
 
     def save(self) -> None:
+        if not self.writer:
+            return
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data))
         tmp.replace(self.path)
@@ -84,10 +96,10 @@ def _module(cfg: dict, act: str, info) -> ANNClassifier:
 
 
 def run(cfg: dict, resume: bool = False, tracking_uri: str | None = None,
-        out_dir: Path | None = None, progress: bool = True) -> dict:
+        out_dir: Path | None = None, progress: bool = True, runs_dir: Path | None = None) -> dict:
     t0 = time.time()
     uri = tracking.tracking_uri(tracking_uri)
-    work = PROJECT_ROOT / "runs" / cfg["name"]
+    work = work_dir(cfg["name"], runs_dir)
     state = State(work / "state.json", cfg, resume)
     threads = cfg["trainer"]["threads"]
     if threads:
@@ -99,6 +111,8 @@ def run(cfg: dict, resume: bool = False, tracking_uri: str | None = None,
     for seed in cfg["seeds"]:
         for act, methods in groups.items():
             _run_group(cfg, state, seed, act, methods, uri, work, resume, progress)
+    if not _is_rank_zero():
+        return {"records": [], "wall": time.time() - t0, "out": None}
     records = [dict(r, seed=int(k.split("/")[0][4:]), activation=k.split("/")[1])
                for k, g in state.data["groups"].items() for r in g["records"]]
     out = out_dir or PROJECT_ROOT / "results" / cfg["name"]
@@ -142,7 +156,7 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         logger.log_hyperparams(tracking.flatten({"preset": cfg["name"], "seed": seed, "activation": act,
                                                   **{k: v for k, v in cfg.items() if k != "name"}}))
         state.save()
-    ckpt_dir = work / f"seed{seed}" / act
+    ckpt_dir = checkpoint_path(cfg["name"], seed, act, work.parent).parent
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1)
 
     def on_result(record, run_id):
@@ -150,7 +164,7 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         state.save()
 
     done = {(r["method"], r["leak"]) for r in st["records"]}
-    evaluator = SNNEvaluation(methods, cfg["T_max"], cfg["leaks"], cfg["robustnorm_percentile"],
+    evaluator = SNNEvaluation(methods, cfg["T_max"], cfg["leaks"],
                               cfg["eval_every_k_epochs"],
                               params={"preset": cfg["name"], "seed": seed, "dataset": cfg["dataset"],
                                       "arch": cfg["arch"], "activation": act,
@@ -166,7 +180,10 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
     trainer = L.Trainer(max_epochs=cfg["train"]["epochs"], accelerator=tc["accelerator"],
                         devices=tc["devices"], num_nodes=tc["num_nodes"], strategy=tc["strategy"],
                         precision=tc["precision"], logger=logger,
-                        callbacks=[ckpt, _MarkTrained(mark_trained), evaluator],
+                        limit_train_batches=tc["limit_train_batches"],
+                        limit_val_batches=tc["limit_val_batches"],
+                        callbacks=[ckpt, _MarkTrained(mark_trained), evaluator]
+                        + ([progress_callback()] if progress else []),
                         enable_model_summary=False, enable_progress_bar=progress,
                         log_every_n_steps=50, num_sanity_val_steps=0)
     last = ckpt_dir / "last.ckpt"
@@ -174,7 +191,8 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         print(f"[bench] {key}: trained earlier, evaluating from {last}")
         module = ANNClassifier.load_from_checkpoint(last, map_location="cpu")
         dm.setup("test")
-        evaluator.evaluate(module.model, dm, logger.experiment, logger.run_id)
+        if _is_rank_zero():
+            evaluator.evaluate(module.model, dm, logger.experiment, logger.run_id)
     else:
         trainer.fit(module, datamodule=dm, ckpt_path=last if (resume and last.exists()) else None)
         if trainer.interrupted:
@@ -197,7 +215,7 @@ def _run_robustness(cfg, state: State, seed: int, groups: dict, uri: str, work: 
         return done[str(seed)]
     rc = cfg["robustness"]
     dm = _datamodule(cfg, seed, rc["test_subset"], "test")
-    anns = {act: ANNClassifier.load_from_checkpoint(work / f"seed{seed}" / act / "last.ckpt",
+    anns = {act: ANNClassifier.load_from_checkpoint(checkpoint_path(cfg["name"], seed, act, work.parent),
                                                     map_location="cpu").model.eval()
             for act in groups}
     print(f"[bench] robustness seed {seed}: {len(cfg['methods'])} methods x {len(rc['leaks'])} leaks")
@@ -207,9 +225,8 @@ def _run_robustness(cfg, state: State, seed: int, groups: dict, uri: str, work: 
         parent = state.group(f"seed{seed}/{act}")["run_id"]
         for method in methods:
             name = f"{method}-robustness"
-            for old in tracking.find_child_run(client, parent, name):
-                client.delete_run(old.info.run_id)
-            run_id = tracking.start_child_run(client, parent, name, tags={"method": method, "stage": "robustness"})
+            run_id = tracking.replace_child_run(client, parent, name,
+                                                tags={"method": method, "stage": "robustness"})
             tracking.log_params(client, run_id, {"method": method, "robustness": rc, "seed": seed})
             tracking.log_scalars(client, run_id, {robustness.metric_key(r): r["acc"]
                                                   for r in rows if r["method"] == method})
