@@ -17,11 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from annsnn import convert, simulate  # noqa: E402
 from annsnn.attacks import UnrolledSNN, craft  # noqa: E402
 from annsnn.noise import make_perturbation  # noqa: E402
+from annsnn.progress import progress_bar  # noqa: E402
 
 FIELDS = ["seed", "method", "leak", "attack_on", "perturbation", "mode", "level", "T", "acc"]
 
@@ -45,7 +45,7 @@ def evaluate(cfg: dict, anns: dict, dm, seed: int, progress: bool = True) -> lis
     x, y = x[:n], y[:n]
     bs = cfg["eval_batch_size"]
     rows: list[dict] = []
-    from annsnn.convert import METHODS
+    from annsnn.recipes import get_recipe
 
     def add(method, leak, on, kind, mode, level, accs):
         for t in Ts:
@@ -54,7 +54,7 @@ def evaluate(cfg: dict, anns: dict, dm, seed: int, progress: bool = True) -> lis
 
     perturbations = ([("gaussian", s) for s in rc["gaussian_sigma"]]
                      + [("salt_pepper", s) for s in rc["salt_pepper_s"]])
-    methods = [m for m in cfg["methods"] if METHODS[m].activation in anns]
+    methods = [m for m in cfg["methods"] if get_recipe(m).activation in anns]
     adv_cache: dict[tuple, torch.Tensor] = {}
     for act, ann in anns.items():  # craft on each source ANN once, share across its methods
         ann.eval()
@@ -64,11 +64,11 @@ def evaluate(cfg: dict, anns: dict, dm, seed: int, progress: bool = True) -> lis
                                                 "seed": seed}
                 adv_cache[(act, kind, eps)] = torch.cat([craft(kind, ann, xb, yb, eps, **kw)
                                                          for xb, yb in _loader(x, y, bs)])
-    bar = tqdm(total=len(methods) * len(rc["leaks"]), desc="robustness", disable=not progress)
+    bar = progress_bar(total=len(methods) * len(rc["leaks"]), desc="robustness", disable=not progress)
     for method in methods:
-        act = METHODS[method].activation
+        act = get_recipe(method).activation
         for leak in rc["leaks"]:
-            snn = convert(anns[act], method, dm.calib_dataloader(), leak, cfg["robustnorm_percentile"])
+            snn = convert(anns[act], method, dm.calib_dataloader(), leak)
             sim = lambda xs, perturb=None: simulate(snn, _loader(xs, y, bs), T_run, perturb=perturb,  # noqa: E731
                                                      seed=seed, progress=False).acc
             add(method, leak, "-", "clean", "-", 0.0, sim(x))
@@ -81,7 +81,7 @@ def evaluate(cfg: dict, anns: dict, dm, seed: int, progress: bool = True) -> lis
                     add(method, leak, "ann", kind, "static", eps, sim(xa))
             bar.update()
         # (b) white-box on the SNN unrolled over T steps with a surrogate gradient (leak 1)
-        snn = convert(anns[act], method, dm.calib_dataloader(), 1.0, cfg["robustnorm_percentile"])
+        snn = convert(anns[act], method, dm.calib_dataloader(), 1.0)
         m = min(rc["snn_attack_subset"], n)
         for T in rc["snn_attack_T"]:
             for eps in rc["fgsm_eps"]:
