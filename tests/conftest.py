@@ -152,6 +152,18 @@ def repo_changes() -> dict[str, tuple] | None:
     return state
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """Each test starts with the suite's thread count. The in-process bench runs call
+    torch.set_num_threads(preset threads); left behind, 2 threads make this CPU's GEMM
+    results depend on the batch size (AMD EPYC, batches of 5, 7, 10 rows), which broke the
+    batch-size premise of test_convert's calibration tests when they ran after test_bench."""
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def repo_stays_clean(tmp_path_factory):
     """Runs, MLflow and outputs go to a temporary folder, and the session fails if it wrote
