@@ -79,6 +79,9 @@ class QCFS(nn.Module):
 
     phi = 0.5
     clip = True
+    # Bu et al.'s released code trains lam_q with the same weight decay as the weights
+    # (their SGD decays every parameter); the training module reads this flag.
+    decay_threshold = True
 
     def __init__(self, L: int = 8, init_lam: float = 8.0):
         super().__init__()

@@ -31,7 +31,7 @@ Number = Union[int, float]  # keeps a preset's 8 an 8 (the manifest records the 
 # may be set too. Only what is listed here is recorded, so manifests stay as they were.
 ACTIVATION_DEFAULTS: dict[str, dict] = {
     "relu": {},
-    "qcfs": {"L": 8, "init_lam": 4.0},
+    "qcfs": {"L": 8, "init_lam": 8.0},   # Bu et al.'s code: lam_q starts at 8
     "steprelu": {"theta": 0.05, "L": 20, "phi": 0.0, "clip": True, "learn_theta": False},
 }
 

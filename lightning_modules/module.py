@@ -66,9 +66,12 @@ class ANNClassifier(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         # No weight decay on biases, BatchNorm and thresholds: decay there only shrinks
-        # ranges that the activation's quantisation depends on.
-        decay = [p for p in self.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.ndim <= 1]
+        # ranges that the activation's quantisation depends on. Except where the
+        # activation's own method trains its threshold with decay (QCFS, as Bu et al.'s code).
+        decayed_thresholds = {id(p) for m in self.modules() if getattr(m, "decay_threshold", False)
+                              for p in m.parameters(recurse=False)}
+        decay = [p for p in self.parameters() if p.ndim > 1 or id(p) in decayed_thresholds]
+        no_decay = [p for p in self.parameters() if p.ndim <= 1 and id(p) not in decayed_thresholds]
         groups = [{"params": decay, "weight_decay": hp.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         if hp.optimizer == "sgd":

@@ -90,7 +90,7 @@ def test_maxnorm_thresholds_are_layer_maxima(calib, batch_size):
 def test_robustnorm_thresholds_are_numpy_percentiles(calib, batch_size, percentile):
     net, x, acts = calib
     loader = tiny_loader(x, batch_size=batch_size)
-    method = "robustnorm" if percentile == 99.9 else RateNorm("rn", percentile=percentile, nonzero=False)
+    method = "robustnorm-all" if percentile == 99.9 else RateNorm("rn", percentile=percentile, nonzero=False)
     snn = convert(net, method, loader)
     neurons = dict(annsnn.spiking_layers(snn))
     direct = calibrate_thresholds(fold_by_hand(net), loader, percentile)
@@ -110,7 +110,8 @@ def test_nonzero_percentiles_are_numpy_percentiles_of_the_nonzero_values(calib, 
     net, x, acts = calib
     loader = tiny_loader(x, batch_size=batch_size)
     direct = calibrate_thresholds(fold_by_hand(net), loader, percentile, nonzero=True)
-    snn = convert(net, RateNorm("rn-nz", percentile=percentile, nonzero=True), loader)
+    method = "robustnorm" if percentile == 99.9 else RateNorm("rn-nz", percentile=percentile, nonzero=True)
+    snn = convert(net, method, loader)
     neurons = dict(annsnn.spiking_layers(snn))
     for name, vals in acts.items():
         pos = vals[vals != 0].astype(np.float64)
@@ -161,6 +162,9 @@ def test_neuron_settings_per_method():
     m = convert(step, "steprelu", leak=0.9)[1]
     assert (float(m.theta), m.max_spikes, m.phi, m.leak) == (0.25, 5, 0.5, 0.9)
     m = convert(step, "steprelu-single")[1]
+    assert (float(m.theta), m.max_spikes, m.phi) == (1.25, 1, 0.5)
+    step0 = nn.Sequential(nn.Linear(6, 6), StepReLU(0.25, 5, 0.0), nn.Linear(6, 2))
+    m = convert(step0, "steprelu-single")[1]   # V0 = theta*L/2 whatever the ANN's phi
     assert (float(m.theta), m.max_spikes, m.phi) == (1.25, 1, 0.5)
     q = nn.Sequential(nn.Linear(6, 6), QCFS(4, 3.0), nn.Linear(6, 2))
     m = convert(q, "qcfs")[1]

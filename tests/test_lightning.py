@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_modules.callbacks as cb
+from annsnn import QCFS, StepReLU
 from lightning_modules.module import ANNClassifier, lr_schedule
 
 ACT = {"name": "steprelu", "theta": 0.1, "L": 4}
@@ -210,3 +211,23 @@ def test_validation_epoch_end_converts_on_rank_zero_only_and_keeps_mode(monkeypa
     snn_cb.on_validation_epoch_end(trainer, module)
     assert [m.training for m in module.modules()] == before
     assert 0.0 <= logged["val_snn_acc_T2/steprelu"] <= 1.0
+
+
+@pytest.mark.parametrize("act, lam_decayed", [({"name": "qcfs", "L": 4, "init_lam": 8.0}, True),
+                                              ({"name": "steprelu", "learn_theta": True}, False)])
+def test_weight_decay_groups(act, lam_decayed):
+    """Weights decay; BatchNorm, biases and thresholds do not, except QCFS's lam_q, which
+    Bu et al.'s code trains with the weights' decay."""
+    m = ANNClassifier(arch="cnn-small", activation=act, num_classes=10, in_channels=1,
+                      image_size=28, mean=[0.5], std=[0.5], arch_kwargs={"width": 4},
+                      schedule="none", weight_decay=5e-4)
+    opt = m.configure_optimizers()
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] == 5e-4 for p in g["params"]}
+    thresholds = [p for mod in m.modules() if isinstance(mod, (QCFS, StepReLU))
+                  for p in mod.parameters(recurse=False)]
+    assert len(thresholds) == 3
+    assert all((id(p) in decayed) == lam_decayed for p in thresholds)
+    bn = [p for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d) for p in mod.parameters()]
+    assert bn and not any(id(p) in decayed for p in bn)
+    convs = [mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert convs and all(id(p) in decayed for p in convs)

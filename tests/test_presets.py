@@ -121,9 +121,10 @@ def test_every_shipped_preset_lists_its_methods_and_loads():
 
 @pytest.mark.parametrize("name", ["smoke", "cpu-cifar10", "paper-cifar10-vgg16", "paper-cifar10-resnet20",
                                   "paper-cifar100-vgg16", "paper-imagenet-resnet34"])
-def test_reference_presets_run_opi_after_robustnorm(name):
+def test_reference_presets_run_opi_and_both_robustnorm_conventions(name):
     methods = presets.load(name)["methods"]
-    assert methods.index("opi") == methods.index("robustnorm") + 1
+    assert methods.index("robustnorm-all") == methods.index("robustnorm") + 1
+    assert methods.index("opi") == methods.index("robustnorm-all") + 1
 
 
 def test_activation_groups_follow_the_recipes():

@@ -114,8 +114,8 @@ def test_recipe_contract(name, arch):
 
 
 def test_the_registered_methods_in_order():
-    assert list(RECIPES)[:6] == ["maxnorm", "robustnorm", "opi", "qcfs", "steprelu",
-                                 "steprelu-single"]
+    assert list(RECIPES) == ["maxnorm", "robustnorm", "robustnorm-all", "opi", "qcfs", "steprelu",
+                             "steprelu-single", "steprelu-cap1", "steprelu-cap2", "steprelu-cap4"]
     assert all(isinstance(r, Recipe) and r.name == n for n, r in RECIPES.items())
     assert [n for n, r in RECIPES.items() if r.exact_at_t1] == ["steprelu"]
 
@@ -170,7 +170,10 @@ def test_opi_starts_at_half_the_maxnorm_threshold():
 def test_baseline_defaults_as_literals():
     """The settings that define each baseline (a change here changes published numbers)."""
     rn, mx, opi = get_recipe("robustnorm"), get_recipe("maxnorm"), get_recipe("opi")
-    assert (rn.percentile, rn.nonzero, rn.v0) == (99.9, False, 0.0)
+    assert (rn.percentile, rn.nonzero, rn.v0) == (99.9, True, 0.0)        # Rueckauer's toolbox
+    rn_all = get_recipe("robustnorm-all")
+    assert (rn_all.percentile, rn_all.nonzero, rn_all.v0) == (99.9, False, 0.0)  # SpikingJelly's
+    assert [get_recipe(f"steprelu-cap{c}").max_spikes for c in (1, 2, 4)] == [1, 2, 4]
     assert (mx.percentile, mx.v0) == (100.0, 0.0)
     assert (opi.percentile, opi.v0) == (100.0, 0.5)
     assert all(r.needs_calibration for r in (rn, mx, opi))

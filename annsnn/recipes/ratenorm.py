@@ -50,5 +50,8 @@ class RateNorm(Recipe):
 
 
 MAXNORM = register(RateNorm("maxnorm", percentile=100.0))
-# zeros included (SpikingJelly's convention), as every result so far was computed
-ROBUSTNORM = register(RateNorm("robustnorm", percentile=99.9, nonzero=False))
+# Rueckauer et al.'s own toolbox (snntoolbox) takes the percentile over the non-zero
+# activations; SpikingJelly's converter over all values, zeros included: both are in use,
+# so the second runs as a labelled variant.
+ROBUSTNORM = register(RateNorm("robustnorm", percentile=99.9, nonzero=True))
+ROBUSTNORM_ALL = register(RateNorm("robustnorm-all", percentile=99.9, nonzero=False))

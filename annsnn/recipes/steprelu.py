@@ -4,7 +4,7 @@
 starting at phi*theta: at t = 1 it computes StepReLU op for op, so the SNN equals
 the BatchNorm-folded ANN bit for bit. A ``max_spikes`` cap below L gives up that
 exactness (a cheaper neuron for spike-based hardware; it claims nothing).
-``steprelu-single``: the same ANN with binary spikes, threshold theta*L.
+``steprelu-single``: the same ANN with binary spikes, threshold theta*L, V0 = theta*L/2.
 """
 from __future__ import annotations
 
@@ -50,13 +50,20 @@ class StepReLURecipe(_LearnedThreshold):
 
 
 class StepReLUSingle(_LearnedThreshold):
+    """The ablation: the same StepReLU ANN with binary spikes. It starts at half its
+    threshold, as QCFS's neuron does, so that the comparison with steprelu isolates the
+    spike cap and is not confounded with the initial potential (phi*theta*L is 0 for phi 0)."""
+
     name = "steprelu-single"
-    description = "StepReLU ANN, threshold = theta*L, single-spike IF, V0 = phi*theta*L (ablation)"
+    description = ("StepReLU ANN, threshold = theta*L, single-spike IF, V0 = theta*L/2 "
+                   "(ablation: binary spikes, V0 as QCFS)")
 
     def neuron(self, activation, threshold, leak) -> IFNeuron:
         return IFNeuron(activation.threshold().detach() * activation.L, max_spikes=1,
-                        phi=activation.phi, leak=leak)
+                        phi=0.5, leak=leak)
 
 
 STEPRELU = register(StepReLURecipe())
 STEPRELU_SINGLE = register(StepReLUSingle())
+# What the accuracy at t = 1 costs in binary sub-steps: the same neuron, capped.
+STEPRELU_CAPS = [register(StepReLURecipe(name=f"steprelu-cap{c}", max_spikes=c)) for c in (1, 2, 4)]
