@@ -59,7 +59,7 @@ class IFNeuron(nn.Module):
 
     Statistics for the metrics accumulate until ``reset_stats()``, as device tensors:
     ``spike_total`` (float64, spikes emitted, n counted n times; each step's count is
-    the float32 sum of n, as the metrics have always taken it), ``peak`` (largest n in
+    summed in float64, exact where a float32 sum would round above 2**24), ``peak`` (largest n in
     one step) and, with ``count_levels = True``, ``hist`` (neuron-steps with
     n = 0..max_spikes; it costs about as much as the neuron's own step on a CPU, hence
     off by default); ``neuron_steps`` is an int (neurons x steps, summed over images).
@@ -119,7 +119,7 @@ class IFNeuron(nn.Module):
         """Record n's statistics on its device (no host read) and return n."""
         if self.record:
             with torch.no_grad():
-                s = n.sum().to(torch.float64)
+                s = n.sum(dtype=torch.float64)   # exact: a float32 sum rounds above 2**24
                 # out of place, so that a caller holding the previous total can take the difference
                 self.spike_total = s if self.spike_total is None else self.spike_total + s
                 self.neuron_steps += n.numel()

@@ -264,3 +264,12 @@ def test_in_place_updates_round_like_the_plain_float_recursion(max_spikes, phi, 
         u = u - n
         want.append(n * theta)
     assert torch.equal(got, torch.stack(want))
+
+
+def test_spike_total_is_exact_above_float32_integers():
+    """2**24 + 1 spikes in one step: a float32 sum would give 2**24 (the count a layer of a
+    smoke batch reaches); the total is kept exactly."""
+    n = 2 ** 24 + 1
+    neuron = IFNeuron(1.0, max_spikes=1)
+    neuron(torch.ones(n))
+    assert neuron.spikes == float(n)
