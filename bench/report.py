@@ -17,8 +17,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from annsnn.recipes import RECIPES  # noqa: E402
 
 import tracking  # noqa: E402
+
+from . import costs  # noqa: E402
 
 
 def _fmt(values, scale=100.0, digits=2) -> str:
@@ -38,43 +44,84 @@ def _by_setting(records: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def _claims_exactness(record: dict) -> bool:
+    """Only a method that claims t = 1 exactness gets the identical-predictions count: for
+    the rate methods it measures nothing (records from before the flag: steprelu alone)."""
+    if "exact_at_t1" in record:
+        return bool(record["exact_at_t1"])
+    return record["method"] == "steprelu"
+
+
+def _ordered(cfg: dict, records: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """(method, leak) groups in the preset's method order, leak 1 first."""
+    order = {m: i for i, m in enumerate(cfg["methods"])}
+    return sorted(_by_setting(records).items(), key=lambda kv: (order.get(kv[0][0], 99), -kv[0][1]))
+
+
 def summary_table(cfg: dict, records: list[dict]) -> str:
     ts = cfg["summary_t"]
     T = cfg["T_max"]
     head = (["method", "leak", "ANN acc (folded)", "ANN acc (unfolded)"]
             + [f"SNN t={t}" for t in ts]
             + [f"conv. err t=1", f"conv. err t={T}", f"ops/ANN MACs t={T}", f"energy/ANN t={T}",
-               "max spikes/step", "identical at t=1"])
+               "largest n used (spikes/step)", "identical at t=1 (exact methods)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = {m: i for i, m in enumerate(cfg["methods"])}
-    for (method, leak), rs in sorted(_by_setting(records).items(), key=lambda kv: (order.get(kv[0][0], 99), -kv[0][1])):
-        ident = [f"{r['identical_at_t1']}/{r['n_images']}" for r in rs if r["identical_at_t1"] is not None]
+    for (method, leak), rs in _ordered(cfg, records):
+        ident = [f"{r['identical_at_t1']}/{r['n_images']}" for r in rs
+                 if r["identical_at_t1"] is not None and _claims_exactness(r)]
         row = ([method, f"{leak:g}", _fmt([r["ann_acc"] for r in rs]),
                 _fmt([r["ann_acc_unfolded"] for r in rs])]
                + [_fmt([r["acc"][t - 1] for r in rs]) for t in ts]
                + [_fmt([r["conv_error"][0] for r in rs], 1, 4), _fmt([r["conv_error"][-1] for r in rs], 1, 4),
                   _fmt([r["ops_ratio"][-1] for r in rs], 1, 3), _fmt([r["energy_ratio"][-1] for r in rs], 1, 3),
-                  _fmt([r["max_spikes_per_step"] for r in rs], 1, 0), ", ".join(ident) or "n/a"])
+                  _fmt([r["max_spikes_per_step"] for r in rs], 1, 0), ", ".join(ident) or "-"])
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
+def _curves_frame(records: list[dict]) -> pd.DataFrame:
+    """Long table (setting, seed, t, accuracy %, energy ratio) for seaborn."""
+    rows = []
+    for r in records:
+        label = r["method"] if r["leak"] == 1.0 else f"{r['method']} (leak {r['leak']:g})"
+        for t, (a, e) in enumerate(zip(r["acc"], r["energy_ratio"]), start=1):
+            rows.append({"setting": label, "seed": r.get("seed", 0), "t": t, "acc": 100 * a,
+                         "energy": e})
+    return pd.DataFrame(rows)
+
+
 def accuracy_plot(cfg: dict, records: list[dict], path: Path) -> None:
+    """Accuracy vs t, mean over seeds with a 95 % confidence band (seaborn)."""
+    df = _curves_frame(records)
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=df, x="t", y="acc", hue="setting", marker="o", markersize=4,
+                 errorbar=("ci", 95), ax=ax)
     for (method, leak), rs in _by_setting(records).items():
-        acc = np.array([r["acc"] for r in rs]) * 100
-        t = np.arange(1, acc.shape[1] + 1)
-        label = method if leak == 1.0 else f"{method} (leak {leak:g})"
-        line, = ax.plot(t, acc.mean(0), marker="o", ms=3, label=label)
-        if len(rs) > 1:
-            ax.fill_between(t, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2)
         ann = [r["ann_acc"] for r in rs if r["ann_acc"] is not None]
-        if ann and leak == max(l for (m, l) in _by_setting(records) if m == method):
-            ax.axhline(100 * np.mean(ann), color=line.get_color(), ls=":", lw=1)
+        if ann and leak == 1.0:
+            ax.axhline(100 * np.mean(ann), color="grey", ls=":", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("time step t")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{cfg['name']}: {cfg['dataset']} / {cfg['arch']} (dotted: source ANN)")
+    ax.set_title(f"{cfg['name']}: {cfg['dataset']} / {cfg['arch']} "
+                 f"({len(cfg['seeds'])} seed(s), band: 95 % CI; dotted: source ANNs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def cost_plot(cfg: dict, records: list[dict], path: Path) -> None:
+    """Accuracy against energy/ANN, one point per (method, t): the trade-off at a glance."""
+    df = _curves_frame(records)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=df, x="energy", y="acc", hue="setting", marker="o", markersize=4,
+                 errorbar=None, sort=False, estimator="mean", ax=ax)
+    ax.set_xscale("log")
+    ax.set_xlabel("SNN energy / ANN energy (first layer every step), t = 1 .. T_max")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{cfg['name']}: accuracy against cost (up and left is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -95,42 +142,86 @@ def manifest(cfg: dict, wall: float, uri: str, run_ids: dict, out: Path | None =
 
 
 def exactness_lines(records: list[dict]) -> list[str]:
-    """The exactness claim on the trained network, one line per steprelu run."""
-    return [f"- steprelu (seed {r.get('seed', 0)}, leak {r['leak']:g}): identical predictions: "
+    """The exactness claim on the trained network, one line per run of a method that claims it."""
+    return [f"- {r['method']} (seed {r.get('seed', 0)}, leak {r['leak']:g}): identical predictions: "
             f"{r['identical_at_t1']}/{r['n_images']} at t = 1"
-            for r in records if r["method"] == "steprelu" and r["identical_at_t1"] is not None]
+            for r in records if _claims_exactness(r) and r["identical_at_t1"] is not None]
+
+
+DEVIATIONS = (
+    "Baselines as their papers define them, with these stated differences: maxnorm, robustnorm "
+    "and opi reset by subtraction (Rueckauer et al. 2017), not to zero (Diehl et al. 2015); "
+    "robustnorm takes the 99.9th percentile over the non-zero activations (Rueckauer's toolbox), "
+    "robustnorm-all over all values incl. zeros (SpikingJelly's converter); thresholds come from "
+    "a fixed calibration set of training images. qcfs trains lam_q from 8 with the weights' "
+    "weight decay as Bu et al.'s code, but with this preset's schedule and epochs (CPU scale), no "
+    "weight decay on BatchNorm and biases (their SGD decays every parameter), and a "
+    "straight-through window 0 <= floor(x L / lam + 1/2) <= L instead of their clamp's "
+    "0 <= x <= lam. steprelu-single starts at V0 = theta*L/2, as QCFS's neuron does, so the "
+    "ablation isolates the binary spikes.")
+
+
+def _methods_table(records: list[dict], cfg: dict) -> str:
+    said = {r["method"]: r["description"] for r in records if r.get("description")}
+    names = [m for m in cfg["methods"] if any(r["method"] == m for r in records)]
+    rows = [f"| `{m}` | {said.get(m) or (RECIPES[m].description if m in RECIPES else '?')} |"
+            for m in names]
+    return "| method | what it is |\n|---|---|\n" + "\n".join(rows)
 
 
 def render(cfg: dict, records: list[dict], man: dict) -> str:
     """summary.md from the run's records and manifest (re-renderable: ``python -m bench report``)."""
     exact = "\n".join(exactness_lines(records))
+    groups = _ordered(cfg, records)
+    spikes = costs.spike_distribution_table(groups)
     return (f"# {cfg['name']}: {cfg['dataset']} / {cfg['arch']}\n\n{cfg.get('description', '')}\n\n"
             f"Test split ({records[0]['n_images'] if records else 0} images), seeds {cfg['seeds']}, "
             f"T_max = {cfg['T_max']}. Accuracies in %, mean ± std over seeds where there are several. "
             f"ANN acc (folded) is the source ANN after BatchNorm folding, the reference the SNN is "
             f"compared with; 'identical at t=1' counts test images whose SNN prediction at t = 1 equals "
-            f"the folded ANN's. ops/ANN MACs = (first-layer MACs x t + synaptic operations) / ANN MACs; "
-            f"energy at 4.6 pJ/MAC, 0.9 pJ/AC.\n\n{summary_table(cfg, records)}\n\n"
+            f"the folded ANN's, shown only for methods that claim that exactness. "
+            f"ops/ANN MACs = (first-layer MACs x t + synaptic operations) / ANN MACs; "
+            f"energy at 4.6 pJ/MAC, 0.9 pJ/AC. 'largest n used' is the most spikes one neuron sent "
+            f"in one step (1 for binary neurons). The SNN at t = 1, 2 and 4 is each method's "
+            f"accuracy at a fixed budget of that many steps.\n\n{summary_table(cfg, records)}\n\n"
             + (f"Exactness at t = 1 on the trained network:\n{exact}\n\n" if exact else "")
-            + f"![accuracy vs t](accuracy_vs_t.png)\n\n"
+            + "## Operating point: where each SNN reaches its own ANN, and what it costs there\n\n"
+            "First t at which the SNN is within 1.0 (0.5) points of its source ANN; costs at that t. "
+            "Energy with the first layer's analog MACs paid at every step, and paid once per image "
+            "(the static input's current is the same at every step). Binary sub-steps: t x the "
+            "largest n a layer used, for the largest layer and summed over layers (layers in "
+            "sequence), the latency on hardware that only sends binary spikes.\n\n"
+            f"{costs.operating_point_table(groups)}\n\n"
+            + (f"## Spike counts per step (multi-spike methods)\n\nFraction of neuron-steps that "
+               f"send n spikes, per layer, over all test images and steps (firing rate in the "
+               f"results is spikes per neuron per step, above 1 where n > 1 is allowed).\n\n"
+               f"{spikes}\n\n" if spikes else "")
+            + f"## Methods\n\n{_methods_table(records, cfg)}\n\n{DEVIATIONS}\n\n"
+            + "![accuracy vs t](accuracy_vs_t.png)\n\n![accuracy vs energy](accuracy_vs_energy.png)\n\n"
             f"Commit `{man['git_commit']}`, wall time {man['wall_seconds']:.0f} s, versions in manifest.json.\n")
+
+
+def _plots(cfg: dict, records: list[dict], out: Path) -> None:
+    accuracy_plot(cfg, records, out / "accuracy_vs_t.png")
+    cost_plot(cfg, records, out / "accuracy_vs_energy.png")
 
 
 def write(cfg: dict, records: list[dict], out: Path, wall: float, uri: str, run_ids: dict) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(records, indent=1))
-    accuracy_plot(cfg, records, out / "accuracy_vs_t.png")
+    _plots(cfg, records, out)
     man = manifest(cfg, wall, uri, run_ids, out)
     (out / "manifest.json").write_text(json.dumps(man, indent=2))
     (out / "summary.md").write_text(render(cfg, records, man))
-    return summary_table(cfg, records) + "\n" + "\n".join(exactness_lines(records))
+    return (summary_table(cfg, records) + "\n" + "\n".join(exactness_lines(records)) + "\n\n"
+            + costs.operating_point_table(_ordered(cfg, records)))
 
 
 def rerender(out: Path) -> str:
     """Rewrite summary.md and the plot from results.json + manifest.json (no new numbers)."""
     records = json.loads((out / "results.json").read_text())
     man = json.loads((out / "manifest.json").read_text())
-    accuracy_plot(man["preset"], records, out / "accuracy_vs_t.png")
+    _plots(man["preset"], records, out)
     text = render(man["preset"], records, man)
     (out / "summary.md").write_text(text)
     return text

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
-from annsnn import convert, simulate
+from annsnn import convert, simulate, spiking_layers
 from annsnn.recipes import get_recipe
 from annsnn.simulate import SimResult
 
@@ -32,7 +32,9 @@ def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: fl
         "method": method, "leak": leak, "T_max": T, "n_images": res.n_images,
         "acc": res.acc, "conv_error": res.conv_error, "ann_acc": res.ann_acc,
         "ann_acc_unfolded": ann_acc_unfolded, "identical_at_t1": res.identical_at_t1,
+        "exact_at_t1": get_recipe(method).exact_at_t1, "description": get_recipe(method).description,
         "firing_rate": res.firing_rate, "max_spikes_per_step": res.max_spikes_per_step,
+        "max_n_per_layer": res.max_n_per_layer, "spike_hist": res.spike_hist,
         "sops": res.sops, "first_layer_macs": res.first_layer_macs, "ann_macs": res.ann_macs,
         "energy_ratio": [res.energy_ratio(t) for t in range(1, T + 1)],
         "ops_ratio": [res.sops_ratio(t) for t in range(1, T + 1)],
@@ -140,8 +142,10 @@ class SNNEvaluation(L.Callback):
         ann_unfolded = accuracy(ann, dm.test_dataloader())
         for method, leak in todo:
             snn = convert(ann, method, dm.calib_dataloader(), leak)
+            # the spike-count distribution only says something where a step may carry n > 1
+            multi = any(m.max_spikes > 1 for _, m in spiking_layers(snn))
             res = simulate(snn, dm.test_dataloader(), self.T_max, ann=ann, progress=self.progress,
-                           desc=f"SNN {child_name(method, leak)}")
+                           desc=f"SNN {child_name(method, leak)}", spike_hist=multi)
             record = result_record(method, leak, res, ann_unfolded)
             run_id = log_result(client, parent_run_id, record, self.params) if client else None
             self.records.append(record)

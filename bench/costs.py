@@ -1,0 +1,105 @@
+"""Costs at each method's operating point (DESIGN section 2, "Latency is reported honestly").
+
+A method's operating point is the first t at which its SNN comes within 1.0 (and 0.5)
+points of its own source ANN; costs are read there, not at T_max, because that is where a
+user of the method would stop. Everything here is computed from the run's records
+(results.json), so ``python -m bench report`` re-renders it without new numbers.
+
+Binary sub-steps: a neuron that may send n > 1 spikes in one step needs n binary
+sub-steps (or a graded message) on spike-only hardware, so t steps cost t x the largest
+n a layer actually used; layers that run in sequence add up (sum over layers).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from annsnn.metrics import E_AC_PJ, E_MAC_PJ
+
+GAPS = (1.0, 0.5)   # points of accuracy below the source ANN that count as "reached"
+
+
+def operating_t(record: dict, gap_points: float) -> int | None:
+    """First t (1-based) with acc[t] >= ann_acc - gap, or None when T_max never gets there."""
+    ann = record.get("ann_acc")
+    if ann is None:
+        return None
+    for t, a in enumerate(record["acc"], start=1):
+        if a >= ann - gap_points / 100.0:
+            return t
+    return None
+
+
+def energy_static_input(record: dict, t: int) -> float:
+    """Energy over t steps / ANN energy when the first layer's analog MACs are paid once
+    per image (its input, the static image, is the same at every step)."""
+    snn = E_MAC_PJ * record["first_layer_macs"] + E_AC_PJ * record["sops"][t - 1]
+    return snn / (E_MAC_PJ * record["ann_macs"])
+
+
+def substeps(record: dict, t: int) -> tuple[int, int] | None:
+    """(t x largest n used in any layer, t x sum over layers of each layer's largest n)."""
+    per_layer = record.get("max_n_per_layer")
+    if not per_layer:
+        return None
+    ns = [max(int(n), 1) for n in per_layer.values()]
+    return t * max(ns), t * sum(ns)
+
+
+def _cell(values, fmt: str) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return format(vals[0], fmt)
+    arr = np.asarray(vals, dtype=float)
+    return f"{format(arr.mean(), fmt)} ± {format(arr.std(ddof=1), fmt)}"
+
+
+def operating_point_table(groups: list[tuple[tuple, list[dict]]]) -> str:
+    """One row per (method, leak, gap): where the SNN reaches its ANN and what it costs there."""
+    head = ["method", "leak", "within", "first t (per seed)", "SNN acc at t", "ops/ANN MACs",
+            "energy/ANN (first layer every step)", "energy/ANN (first layer once)",
+            "binary sub-steps (max layer)", "binary sub-steps (sum of layers)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (method, leak), rs in groups:
+        for gap in GAPS:
+            ts = [operating_t(r, gap) for r in rs]
+            reached = [(r, t) for r, t in zip(rs, ts) if t is not None]
+            first = ", ".join(str(t) if t is not None else f"not by {r['T_max']}" for r, t in zip(rs, ts))
+            sub = [substeps(r, t) for r, t in reached]
+            row = [method, f"{leak:g}", f"{gap:g} pt", first,
+                   _cell([100 * r["acc"][t - 1] for r, t in reached], ".2f"),
+                   _cell([r["ops_ratio"][t - 1] for r, t in reached], ".3f"),
+                   _cell([r["energy_ratio"][t - 1] for r, t in reached], ".3f"),
+                   _cell([energy_static_input(r, t) for r, t in reached], ".3f"),
+                   _cell([s[0] for s in sub if s], ".0f"), _cell([s[1] for s in sub if s], ".0f")]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def spike_distribution_table(groups: list[tuple[tuple, list[dict]]]) -> str:
+    """Per layer of each multi-spike method: how often a neuron-step sends n = 0, 1, 2, >= 3
+    spikes, the mean n when it sends any, and the largest n used (first seed's run)."""
+    head = ["method", "leak", "layer", "n = 0", "n = 1", "n = 2", "n >= 3", "mean n | n > 0",
+            "largest n used", "cap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = 0
+    for (method, leak), rs in groups:
+        hist = rs[0].get("spike_hist")
+        if not hist:
+            continue
+        for layer, counts in hist.items():
+            c = np.asarray(counts, dtype=float)
+            total, levels = c.sum(), np.arange(len(c))
+            if total == 0:
+                continue
+            frac = c / total
+            firing = c[1:].sum()
+            mean_n = float((levels * c).sum() / firing) if firing else 0.0
+            used = int(levels[c > 0].max())
+            lines.append("| " + " | ".join([
+                method, f"{leak:g}", layer, f"{frac[0]:.3f}", f"{frac[1]:.3f}" if len(c) > 1 else "0",
+                f"{frac[2]:.3f}" if len(c) > 2 else "0", f"{frac[3:].sum():.3f}", f"{mean_n:.2f}",
+                str(used), str(len(c) - 1)]) + " |")
+            rows += 1
+    return "\n".join(lines) if rows else ""
