@@ -174,8 +174,8 @@ def test_neuron_settings_per_method():
     assert m.max_spikes == 1 and m.phi == 0.0
     m = convert(r, "opi", tiny_loader(x))[1]
     assert m.max_spikes == 1 and m.phi == 0.5
-    capped = convert(step, get_recipe("steprelu").__class__(name="steprelu-cap2", max_spikes=2))[1]
-    assert (float(capped.theta), capped.max_spikes, capped.phi) == (0.25, 2, 0.5)
+    capped = convert(step, "steprelu-cap2")[1]
+    assert (float(capped.theta), capped.max_spikes, capped.phi) == (0.625, 2, 0.5)
 
 
 # ----------------------------------------------------------------------------- refusals

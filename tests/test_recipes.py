@@ -16,7 +16,7 @@ from annsnn.activations import ACTIVATIONS, make_activation
 from annsnn.models import ARCHITECTURES, build
 from annsnn.recipes import RECIPES, Recipe, get_recipe, register
 from annsnn.recipes.ratenorm import RateNorm
-from annsnn.recipes.steprelu import StepReLURecipe
+from annsnn.recipes.steprelu import CappedStepReLU
 
 from conftest import fit_thresholds, randomize_bn, record_rel_error, tiny_loader
 
@@ -173,20 +173,24 @@ def test_baseline_defaults_as_literals():
     assert (rn.percentile, rn.nonzero, rn.v0) == (99.9, True, 0.0)        # Rueckauer's toolbox
     rn_all = get_recipe("robustnorm-all")
     assert (rn_all.percentile, rn_all.nonzero, rn_all.v0) == (99.9, False, 0.0)  # SpikingJelly's
-    assert [get_recipe(f"steprelu-cap{c}").max_spikes for c in (1, 2, 4)] == [1, 2, 4]
+    assert [get_recipe(f"steprelu-cap{c}").cap for c in (1, 2, 4)] == [1, 2, 4]
     assert (mx.percentile, mx.v0) == (100.0, 0.0)
     assert (opi.percentile, opi.v0) == (100.0, 0.5)
     assert all(r.needs_calibration for r in (rn, mx, opi))
     assert "reset by subtraction" in mx.description and "99.9" in rn.description
-    assert get_recipe("steprelu").max_spikes is None
 
 
-def test_steprelu_cap_limits_spikes_and_claims_no_exactness():
-    capped = StepReLURecipe(name="steprelu-cap2", max_spikes=2)
+def test_steprelu_cap_keeps_the_range_and_claims_no_exactness():
+    """cap C: at most C spikes per step over the ANN's whole range L*theta (threshold
+    theta*L/C), starting at half a threshold; cap 1 is steprelu-single's neuron."""
+    capped = CappedStepReLU(name="steprelu-cap2", cap=2)
     assert not capped.exact_at_t1 and get_recipe("steprelu").exact_at_t1
-    act = make_activation("steprelu", theta=0.5, L=6, phi=0.5)
+    act = make_activation("steprelu", theta=0.5, L=6, phi=0.0)
     n = capped.neuron(act, None, 0.9)
-    assert (float(n.theta), n.max_spikes, n.phi, n.leak) == (0.5, 2, 0.5, 0.9)
+    assert (float(n.theta), n.max_spikes, n.phi, n.leak) == (1.5, 2, 0.5, 0.9)
+    assert float(n.theta) * n.max_spikes == 0.5 * 6
+    one, single = get_recipe("steprelu-cap1").neuron(act, None, 1.0), get_recipe("steprelu-single").neuron(act, None, 1.0)
+    assert (float(one.theta), one.max_spikes, one.phi) == (float(single.theta), single.max_spikes, single.phi)
     assert capped.neuron(make_activation("steprelu", L=1), None, 1.0).max_spikes == 1
     with pytest.raises(ValueError, match=">= 1"):
-        StepReLURecipe(name="bad", max_spikes=0)
+        CappedStepReLU(name="bad", cap=0)
