@@ -80,7 +80,7 @@ def operating_point_table(groups: list[tuple[tuple, list[dict]]]) -> str:
 def spike_distribution_table(groups: list[tuple[tuple, list[dict]]]) -> str:
     """Per layer of each multi-spike method: how often a neuron-step sends n = 0, 1, 2, >= 3
     spikes, the mean n when it sends any, and the largest n used (first seed's run)."""
-    head = ["method", "leak", "layer", "n = 0", "n = 1", "n = 2", "n >= 3", "mean n | n > 0",
+    head = ["method", "leak", "layer", "n = 0", "n = 1", "n = 2", "n >= 3", "mean n given n > 0",
             "largest n used", "cap"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = 0

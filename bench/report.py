@@ -103,8 +103,9 @@ def accuracy_plot(cfg: dict, records: list[dict], path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("time step t")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{cfg['name']}: {cfg['dataset']} / {cfg['arch']} "
-                 f"({len(cfg['seeds'])} seed(s), band: 95 % CI; dotted: source ANNs)")
+    ax.set_title(f"{cfg['name']}: {cfg['dataset']} / {cfg['arch']}\n"
+                 f"{len(cfg['seeds'])} seed(s); band: 95 % CI over seeds; dotted: source ANNs",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
