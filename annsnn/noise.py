@@ -7,9 +7,13 @@ as ``p(x, generator) -> x'`` by ``annsnn.simulate.simulate(..., perturb=p, seed=
 - ``generator`` is a ``torch.Generator`` on the CPU; every random number is drawn
   on the CPU from it and then moved to ``x.device``, so a seed gives the same
   perturbation on every device;
-- ``p.dynamic`` says when it is drawn: static (False) once per batch and repeated
+- ``p.dynamic`` says when it is drawn: static (False) once per image and repeated
   at every time step, dynamic (True) redrawn at every time step. Only dynamic
   noise can interact with the neurons' leak.
+- ``simulate`` draws through ``draw_paired``: image i of the data at step t gets its own
+  generator, seeded by (seed, i, t) (t = 0 for static noise). So every method, T, leak,
+  batch size and study trial sees the same draws for the same image and step: the
+  comparisons between them are paired.
 
 ``p.name`` is a key for metrics, e.g. ``gaussian/sigma_0.1/dynamic``. It uses
 ``_`` rather than ``=`` because MLflow metric names may only hold alphanumerics,
@@ -130,6 +134,24 @@ class SaltPepper(Perturbation):
         keep = u < self.s                               # probability s
         white = u >= (1.0 + self.s) / 2.0               # probability (1 - s)/2; the rest is black
         return torch.where(keep, x, white.to(x.dtype))
+
+
+def noise_key(seed: int, index: int, t: int) -> int:
+    """The generator seed of image ``index`` at step ``t`` (0: static) for a run seeded ``seed``;
+    distinct for every (seed, index, t) with index < 1,000,003 and t < 1,000,033."""
+    return ((int(seed) * 1_000_003 + int(index)) * 1_000_033 + int(t)) % 2 ** 63
+
+
+def draw_paired(perturb, x: torch.Tensor, seed: int, first_index: int, t: int) -> torch.Tensor:
+    """``perturb`` applied to a batch whose first image is image ``first_index`` of the data,
+    each image with its own generator seeded by ``noise_key(seed, index, t)``: an image's noise
+    depends on (seed, image, step) alone, not on the batch it sits in or on the call."""
+    g = torch.Generator(device="cpu")
+    parts = []
+    for i in range(x.shape[0]):
+        g.manual_seed(noise_key(seed, first_index + i, t))
+        parts.append(perturb(x[i:i + 1], g))
+    return torch.cat(parts)
 
 
 def make_perturbation(kind: str, level: float, dynamic: bool = False) -> Perturbation:

@@ -19,6 +19,7 @@ from torch import nn
 from .convert import fold_bn, trace
 from .metrics import ann_energy_pj, energy_pj, profile_ops
 from .neurons import IFNeuron, reset_neurons, spiking_layers
+from .noise import draw_paired
 from .progress import progress_bar
 
 
@@ -105,7 +106,7 @@ def _spikes_since(m: IFNeuron, before):
     return m.spike_total if before is None else m.spike_total - before
 
 
-def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, gen, bar):
+def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, first_index, bar):
     """The time loop over one batch, without a host read: returns device tensors
     (predictions [B, T_max], correct [T_max], sum |mean output - a| [T_max] or None,
     SOPs [T_max] in float64).
@@ -123,7 +124,7 @@ def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, gen, bar):
         if current is not None:
             out = prefix[1](current)
         else:
-            out = snn(perturb(x, gen) if dynamic else x)
+            out = snn(draw_paired(perturb, x, seed, first_index, t) if dynamic else x)
         cum = out.clone() if cum is None else cum.add_(out)
         mean = cum / t
         p = mean.argmax(1)
@@ -145,8 +146,10 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     ``ann``: the source ANN; it is BatchNorm-folded exactly as ``convert`` does and
     used for the conversion error and the t = 1 exactness count.
     ``perturb``: optional pixel-space perturbation ``perturb(x, generator) -> x`` with a
-    boolean ``dynamic`` attribute: static ones are drawn once per batch and repeated
-    at every step, dynamic ones are redrawn at every step. Seeded by ``seed``.
+    boolean ``dynamic`` attribute: static ones are drawn once per image and repeated
+    at every step, dynamic ones are redrawn at every step. Image i of the loader (in its
+    order) at step t draws from a generator seeded by (``seed``, i, t) (``draw_paired``), so
+    runs with other T, leaks, methods or batch sizes see the same noise.
     ``channels_last`` (default: on for CPU): run image batches, ``snn`` (converted in place)
     and the reference ANN in channels-last layout, measured 1.7x faster on 2 CPU cores
     (average pooling above all). The SNN and its reference always share one layout, so the
@@ -167,7 +170,6 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     snn.to(memory_format=layout)
     if ref is not None:
         ref.to(memory_format=layout)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
     dynamic = bool(getattr(perturb, "dynamic", False))
     prefix = static_prefix(snn)
 
@@ -194,11 +196,11 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
                 prof = _op_profile(snn, x)
                 fanout = [prof.fanout[name] for name, _ in neurons]
             if perturb is not None and not dynamic:
-                x = perturb(x, gen)
+                x = draw_paired(perturb, x, seed, n_images, 0)
             reset_neurons(snn)
             a = ref(x) if ref is not None else None
             p, hits, errs, step_sops = _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout,
-                                                  perturb, gen, bar)
+                                                  perturb, seed, n_images, bar)
             correct += hits
             sops += step_sops
             if a is not None:

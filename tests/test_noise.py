@@ -181,7 +181,11 @@ def _run(snn, perturbation, seed, T=3, current=None):
     seen = [s for s in seen if s.shape[0] == 5]   # drop simulate's one-image operation count
     if current is not None:
         current[:] = [c for c in current if c.shape[0] == 5]
-    return res, rec.outputs, seen
+    # the perturbation is called once per image (each with its own generator): one draw of
+    # a batch is its 5 images' outputs together
+    assert all(o.shape[0] == 1 for o in rec.outputs) and len(rec.outputs) % 5 == 0
+    drawn = [torch.cat(rec.outputs[i:i + 5]) for i in range(0, len(rec.outputs), 5)]
+    return res, drawn, seen
 
 
 @pytest.mark.parametrize("kind,level", [("gaussian", 0.3), ("salt_pepper", 0.7)])
@@ -227,3 +231,39 @@ def test_simulate_seed_reproducible(tiny_snn, dynamic):
     assert r1.sops == r2.sops and r1.firing_rate == r2.firing_rate
     assert not any(torch.equal(a, b) for a, b in zip(d1, d3))
     assert r1.sops != r3.sops      # different inputs -> different spike counts
+
+
+class _Identity(torch.nn.Module):
+    """A one-layer 'SNN' whose only job is to show what simulate feeds it at each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(784, 10)
+        self.neuron = IFNeuron(1.0)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            self.seen.append(x.clone())
+        return self.lin(self.neuron(x.flatten(1)))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_noise_is_paired_across_T_and_batch_size(dynamic):
+    """The same image at the same step gets the same noise whatever T, the batch size or the
+    call: comparisons between T, leaks, methods and study trials are on the same draws."""
+    g = gen(3)
+    x, y = torch.rand(12, 1, 28, 28, generator=g), torch.randint(0, 10, (12,), generator=g)
+    p = make_perturbation("salt_pepper", 0.7, dynamic)
+    runs = {}
+    for T, bs in ((2, 4), (4, 6)):
+        net = _Identity()
+        simulate(net, [(x[i:i + bs], y[i:i + bs]) for i in range(0, 12, bs)], T, perturb=p,
+                 seed=9, progress=False)
+        steps, n_batches = net.seen, 12 // bs     # not Sequential: called at every step
+        assert len(steps) == n_batches * T
+        runs[T] = [torch.cat([steps[b * T + t] for b in range(n_batches)]) for t in range(T)]
+    for t in range(2):
+        assert torch.equal(runs[2][t], runs[4][t])
+    assert not torch.equal(runs[4][0], x)
+    assert torch.equal(runs[4][0], runs[4][3]) != dynamic     # static: one draw per image
