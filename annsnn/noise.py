@@ -105,18 +105,37 @@ class SaltPepper(Perturbation):
     Each pixel position keeps its value with probability ``s``; otherwise it
     becomes white (1) or black (0) with probability (1 - s)/2 each. One mask is
     shared by all channels of a position (channels are dimension -3, i.e. inputs
-    are [..., C, H, W]). ``s = 1`` is the identity. Unlike the authors' transform,
-    there is no extra per-image probability of leaving the whole image clean.
+    are [..., C, H, W]). ``s = 1`` is the identity. ``p_image``: the probability that an
+    image is corrupted at all, as the authors' ``AddNoise(s, p)`` (their evaluation:
+    static, s = 0.95, p = 0.5); 1 corrupts every image. Each image draws that coin first
+    from its generator, so the decision is paired like the noise itself.
     """
 
     kind = "salt_pepper"
     level_name = "s"
 
-    def __init__(self, s: float, dynamic: bool = False):
-        s = float(s)
+    def __init__(self, s: float, dynamic: bool = False, p_image: float = 1.0):
+        s, p_image = float(s), float(p_image)
         if not 0.0 <= s <= 1.0:
             raise ValueError(f"salt_pepper noise: signal ratio s must lie in [0, 1], got {s!r}")
+        if not 0.0 <= p_image <= 1.0:
+            raise ValueError(f"salt_pepper noise: p_image must lie in [0, 1], got {p_image!r}")
         super().__init__(s, dynamic)
+        self.p_image = p_image
+
+    @property
+    def name(self) -> str:
+        base = super().name
+        if self.p_image == 1.0:
+            return base
+        kind, level, mode = base.split("/")
+        return f"{kind}/{level}_p_{_fmt(self.p_image)}/{mode}"
+
+    def __eq__(self, other) -> bool:
+        return super().__eq__(other) and self.p_image == other.p_image
+
+    def __hash__(self) -> int:
+        return hash((super().__hash__(), self.p_image))
 
     @property
     def s(self) -> float:
@@ -126,14 +145,20 @@ class SaltPepper(Perturbation):
         _check_input(x)
         if x.dim() < 3:
             raise ValueError(f"salt_pepper noise expects images [..., C, H, W], got shape {tuple(x.shape)}")
-        if self.s == 1.0:
+        if self.s == 1.0 or self.p_image == 0.0:
             return x
+        hit = None
+        if self.p_image < 1.0:   # which images are corrupted, one coin each, drawn first
+            lead = tuple(x.shape[:-3])                  # image dimensions before [C, H, W]
+            coins = _rand(torch.rand, (math.prod(lead),), generator, x)
+            hit = (coins < self.p_image).view(*lead, 1, 1, 1)
         shape = list(x.shape)
         shape[-3] = 1                                   # one draw per position, shared by channels
         u = _rand(torch.rand, shape, generator, x)      # uniform in [0, 1)
         keep = u < self.s                               # probability s
         white = u >= (1.0 + self.s) / 2.0               # probability (1 - s)/2; the rest is black
-        return torch.where(keep, x, white.to(x.dtype))
+        out = torch.where(keep, x, white.to(x.dtype))
+        return out if hit is None else torch.where(hit, out, x)
 
 
 def noise_key(seed: int, index: int, t: int) -> int:
@@ -154,12 +179,16 @@ def draw_paired(perturb, x: torch.Tensor, seed: int, first_index: int, t: int) -
     return torch.cat(parts)
 
 
-def make_perturbation(kind: str, level: float, dynamic: bool = False) -> Perturbation:
-    """``kind`` in {"gaussian", "salt_pepper"}; ``level`` is sigma (>= 0) or the signal ratio s (in [0, 1])."""
+def make_perturbation(kind: str, level: float, dynamic: bool = False,
+                      p_image: float = 1.0) -> Perturbation:
+    """``kind`` in {"gaussian", "salt_pepper"}; ``level`` is sigma (>= 0) or the signal ratio s
+    (in [0, 1]); ``p_image`` (salt_pepper only): the fraction of images corrupted."""
     k = str(kind).lower().replace("-", "_")
     if k == "gaussian":
+        if p_image != 1.0:
+            raise ValueError("p_image applies to salt_pepper noise only")
         return GaussianNoise(level, dynamic)
     if k in ("salt_pepper", "saltpepper"):
-        return SaltPepper(level, dynamic)
+        return SaltPepper(level, dynamic, p_image)
     raise ValueError(f"unknown noise kind {kind!r}; valid: {', '.join(KINDS)} "
                      "(gaussian: sigma >= 0; salt_pepper: signal ratio s in [0, 1])")

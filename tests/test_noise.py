@@ -12,7 +12,7 @@ from annsnn.neurons import IFNeuron
 
 from annsnn import convert, simulate
 from annsnn.models import build
-from annsnn.noise import GaussianNoise, SaltPepper, make_perturbation
+from annsnn.noise import GaussianNoise, SaltPepper, draw_paired, make_perturbation
 from conftest import run_if
 
 # MLflow's rule for metric names (mlflow.utils.validation, non-Windows); copied so that
@@ -267,3 +267,23 @@ def test_noise_is_paired_across_T_and_batch_size(dynamic):
         assert torch.equal(runs[2][t], runs[4][t])
     assert not torch.equal(runs[4][0], x)
     assert torch.equal(runs[4][0], runs[4][3]) != dynamic     # static: one draw per image
+
+
+def test_authors_setting_corrupts_a_fraction_of_the_images():
+    """AddNoise(0.95, 0.5): about half of the images get salt-and-pepper at s = 0.95, the rest
+    stay exactly clean; p_image = 1 draws as before (no coin, same generator stream)."""
+    x = torch.full((4000, 1, 8, 8), 0.5)
+    p = make_perturbation("salt_pepper", 0.95, False, p_image=0.5)
+    assert p.name == "salt_pepper/s_0.95_p_0.5/static" and p != make_perturbation("salt_pepper", 0.95)
+    out = draw_paired(p, x, seed=0, first_index=0, t=0)
+    hit = (out != x).flatten(1).any(1)
+    assert abs(float(hit.float().mean()) - 0.5) < 4 * (0.25 / 4000) ** 0.5   # binomial, 4 sigma
+    changed = (out[hit] != 0.5).float().mean()
+    assert abs(float(changed) - 0.05) < 0.01     # hit images: 1 - s of the pixels; p(miss all 64) ~ 4%
+    assert torch.equal(out[~hit], x[~hit])
+    every = SaltPepper(0.95)(x[:16], gen(2))
+    assert torch.equal(SaltPepper(0.95, p_image=1.0)(x[:16], gen(2)), every)
+    with pytest.raises(ValueError, match="p_image"):
+        make_perturbation("salt_pepper", 0.95, False, p_image=1.5)
+    with pytest.raises(ValueError, match="salt_pepper noise only"):
+        make_perturbation("gaussian", 0.1, False, p_image=0.5)
