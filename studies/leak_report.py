@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+import tracking
 from annsnn.recipes import get_recipe
 
 from . import roles as R
@@ -178,7 +179,7 @@ def markdown(ctx: dict) -> str:
     ]
     if ctx.get("mlflow"):
         ml = ctx["mlflow"]
-        lines += ["", f"MLflow ({ml['uri']}): experiment `{ml['experiment']}`, study run "
+        lines += ["", f"MLflow ({tracking.portable(ml['uri'])}): experiment `{ml['experiment']}`, study run "
                       f"`{ml['parent']}` with {ml['n_trial_runs']} nested trial runs, test run "
                       f"`{ml['test']}`."]
     lines += ["", f"Command: `{ctx['command']}`", ""]
@@ -267,7 +268,7 @@ def report(args, inputs, storage, name, config, perturb, argv, objectives: dict,
         "default_test": default_test, "default_val": default_val, "default_phi": default_phi,
         "perturbation": f"{perturb.name}" if perturb else "none",
         "sampler": sampler, "objectives": labels,
-        "counts": n, "storage": st.describe(storage),
+        "counts": n, "storage": tracking.portable(st.describe(storage)),
         "n_retried": sum(1 for t in trials if "failed_trial" in t.system_attrs),
         "n_surplus": sum(1 for t in fails if t.user_attrs.get("surplus")),
         "median_seconds": sorted(t.user_attrs.get("seconds", 0.0) for t in complete)[len(complete) // 2],

@@ -14,4 +14,4 @@ from .mlflow_runs import (DEFAULT_ARTIFACTS, DEFAULT_TRACKING_URI, find_child_ru
                           log_scalars, replace_child_run, start_child_run, tracking_uri)
 from .plots import accuracy_figure  # noqa: F401
 from .optuna_runs import log_trials, study_parent_run  # noqa: F401
-from .provenance import PACKAGES, PROJECT_ROOT, git_commit, versions  # noqa: F401
+from .provenance import PACKAGES, PROJECT_ROOT, git_commit, portable, versions  # noqa: F401

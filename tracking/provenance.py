@@ -31,6 +31,13 @@ def git_commit(ignore: list | tuple = ()) -> str:
         return "unknown"
 
 
+def portable(text: str) -> str:
+    """``text`` with this checkout's absolute path taken out, so committed results name no
+    machine: ``sqlite:////abs/repo/optuna.db`` -> ``sqlite:///optuna.db`` (relative to the
+    repository root), ``/abs/repo/runs/x`` -> ``runs/x``."""
+    return str(text).replace(str(PROJECT_ROOT.resolve()) + "/", "").replace(str(PROJECT_ROOT) + "/", "")
+
+
 def versions() -> dict[str, str]:
     """Python and the installed versions of the packages that decide the numbers."""
     out = {"python": sys.version.split()[0]}
