@@ -20,7 +20,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from annsnn.recipes import RECIPES  # noqa: E402
 
 import tracking  # noqa: E402
 
@@ -165,8 +164,7 @@ DEVIATIONS = (
 def _methods_table(records: list[dict], cfg: dict) -> str:
     said = {r["method"]: r["description"] for r in records if r.get("description")}
     names = [m for m in cfg["methods"] if any(r["method"] == m for r in records)]
-    rows = [f"| `{m}` | {said.get(m) or (RECIPES[m].description if m in RECIPES else '?')} |"
-            for m in names]
+    rows = [f"| `{m}` | {said.get(m) or 'not recorded by this run: see its commit'} |" for m in names]
     return "| method | what it is |\n|---|---|\n" + "\n".join(rows)
 
 
@@ -197,7 +195,10 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
                f"send n spikes, per layer, over all test images and steps (firing rate in the "
                f"results is spikes per neuron per step, above 1 where n > 1 is allowed).\n\n"
                f"{spikes}\n\n" if spikes else "")
-            + f"## Methods\n\n{_methods_table(records, cfg)}\n\n{DEVIATIONS}\n\n"
+            + f"## Methods\n\n{_methods_table(records, cfg)}\n\n"
+            + (f"{DEVIATIONS}\n\n" if all(r.get("description") for r in records) else
+               "This run predates the recorded method definitions; the baselines' conventions "
+               "are those of its commit.\n\n")
             + "![accuracy vs t](accuracy_vs_t.png)\n\n![accuracy vs energy](accuracy_vs_energy.png)\n\n"
             f"Commit `{man['git_commit']}`, wall time {man['wall_seconds']:.0f} s, versions in manifest.json.\n")
 

@@ -118,6 +118,23 @@ def write(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
         w = csv.DictWriter(f, FIELDS)
         w.writeheader()
         w.writerows(rows)
+    (out / "robustness.md").write_text(render(cfg, rows))
+    mean = _mean_over_seeds(rows)
+    methods = [m for m in cfg["methods"] if any(k[0] == m for k in mean)]
+    Ts = sorted({r["T"] for r in rows if r["attack_on"] in ("-", "ann")})
+    return [out / "robustness.csv", out / "robustness.md"] + _plots(cfg, mean, methods, max(Ts), out)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """robustness.csv back into rows with their types (for re-rendering and the drift test)."""
+    types = {"seed": int, "leak": float, "level": float, "T": int, "acc": float}
+    with open(path, newline="") as f:
+        return [{k: types.get(k, str)(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def render(cfg: dict, rows: list[dict]) -> str:
+    """robustness.md from the rows alone."""
+    rc = cfg["robustness"]
     Ts = sorted({r["T"] for r in rows if r["attack_on"] in ("-", "ann")})
     mean = _mean_over_seeds(rows)
     methods = [m for m in cfg["methods"] if any(k[0] == m for k in mean)]
@@ -155,10 +172,7 @@ def write(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
         lines.append(f"| {leak:g} | " + " | ".join("n/a" if v is None else f"{100 * v:.2f}" for v in vals) + " |")
     lines += ["", "![noise](robustness_noise.png)", "", "![attacks](robustness_attacks.png)", "",
               "![leak](robustness_leak.png)", ""]
-    (out / "robustness.md").write_text("\n".join(lines))
-    files = [out / "robustness.csv", out / "robustness.md"]
-    files += _plots(cfg, mean, methods, max(Ts), out)
-    return files
+    return "\n".join(lines)
 
 
 def _mean_over_seeds(rows):
