@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from mlflow.tracking import MlflowClient
 
@@ -40,6 +42,16 @@ class _MarkTrained(L.Callback):
     def on_train_end(self, trainer, pl_module):
         if trainer.is_global_zero and not trainer.interrupted:
             self.mark()
+
+
+DDP_TIMEOUT = timedelta(hours=4)
+
+
+def _strategy(name: str):
+    """``ddp`` with a long process-group timeout: after each ANN trains, rank 0 converts and
+    simulates every method on the test split while the other ranks already wait in the next
+    group's fit; Lightning's default 30-minute timeout would end a paper-scale run there."""
+    return DDPStrategy(timeout=DDP_TIMEOUT) if name == "ddp" else name
 
 
 def _is_rank_zero() -> bool:
@@ -178,7 +190,7 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
 
     tc = cfg["trainer"]
     trainer = L.Trainer(max_epochs=cfg["train"]["epochs"], accelerator=tc["accelerator"],
-                        devices=tc["devices"], num_nodes=tc["num_nodes"], strategy=tc["strategy"],
+                        devices=tc["devices"], num_nodes=tc["num_nodes"], strategy=_strategy(tc["strategy"]),
                         precision=tc["precision"], logger=logger,
                         limit_train_batches=tc["limit_train_batches"],
                         limit_val_batches=tc["limit_val_batches"],

@@ -170,3 +170,14 @@ def test_summary_table_shows_mean_and_std_over_seeds():
         want = (statistics.mean(vals), statistics.stdev(vals))
         assert any(m == pytest.approx(want[0], abs=0.006) and sd == pytest.approx(want[1], abs=0.006)
                    for m, sd in pairs), f"no {want[0]:.2f} ± {want[1]:.2f} for t = {t + 1} in {row}"
+
+
+def test_ddp_waits_for_rank_zero_evaluation():
+    """Under DDP the other ranks wait while rank 0 simulates every method: the process
+    group gets hours, not Lightning's default 30 minutes; other strategies pass through."""
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+    s = runner._strategy("ddp")
+    assert isinstance(s, DDPStrategy) and s._timeout >= timedelta(hours=4)
+    assert runner._strategy("auto") == "auto"
