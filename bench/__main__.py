@@ -26,6 +26,9 @@ def main(argv=None) -> int:
     r.add_argument("--data-dir", default=None, help="folder holding the dataset (see README, Data)")
     r.add_argument("--out", default=None, help="output folder (default results/<preset>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help="train and evaluate these seeds (= --set seeds=[0,1,2]); the summary gives "
+                        "mean, std and a 95 %% CI over them and paired tests between methods")
     r.add_argument("--dry-run", action="store_true",
                    help="2 training batches, then every method at T = 2 on 2 batches, on CPU "
                         "(bench/dry_run.py: --set overrides applied before yours)")
@@ -53,6 +56,8 @@ def main(argv=None) -> int:
         return speed.main(quick=args.quick)
     try:
         sets = list(args.sets) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+        if args.seeds is not None:
+            sets.append(f"seeds=[{args.seeds}]")
         if args.dry_run:
             from .dry_run import overrides
             sets = overrides(presets.load(args.preset, sets)) + sets

@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 
 import tracking  # noqa: E402
 
-from . import costs  # noqa: E402
+from . import costs, stats  # noqa: E402
 
 
 def _fmt(values, scale=100.0, digits=2) -> str:
@@ -33,7 +33,8 @@ def _fmt(values, scale=100.0, digits=2) -> str:
     arr = np.asarray(vals, dtype=float) * scale
     if len(arr) == 1:
         return f"{arr[0]:.{digits}f}"
-    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f}"
+    lo, hi = stats.ci95(arr)
+    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def _by_setting(records: list[dict]) -> dict[tuple, list[dict]]:
@@ -76,6 +77,31 @@ def summary_table(cfg: dict, records: list[dict]) -> str:
                   _fmt([r["max_spikes_per_step"] for r in rs], 1, 0), ", ".join(ident) or "-"])
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def paired_table(cfg: dict, records: list[dict]) -> str:
+    """McNemar between the exact method (the one under study) and every other setting on the
+    same test images, at fixed budgets of 1, 4 and T_max steps, pooled over seeds."""
+    groups = _ordered(cfg, records)
+    refs = [(k, rs) for k, rs in groups if any(_claims_exactness(r) for r in rs)]
+    if not refs:
+        return ""
+    (ref_m, ref_leak), ref_rs = refs[0]
+    ts = sorted({t for t in (1, 4, cfg["T_max"]) if t <= cfg["T_max"]})
+    head = ["method", "leak", "t", f"acc {ref_m} - acc method (points)", f"only {ref_m} right",
+            "only method right", "McNemar p (exact)", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (m, leak), rs in groups:
+        if (m, leak) == (ref_m, ref_leak):
+            continue
+        for t in ts:
+            res = stats.paired(ref_rs, rs, t)
+            if res is None:
+                continue
+            a, b, p, k = res
+            n = sum(r["n_images"] for r in rs[:k])
+            lines.append(f"| {m} | {leak:g} | {t} | {100 * (a - b) / n:+.2f} | {a} | {b} | {p:.2g} | {k} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _curves_frame(records: list[dict]) -> pd.DataFrame:
@@ -173,6 +199,7 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
     exact = "\n".join(exactness_lines(records))
     groups = _ordered(cfg, records)
     spikes = costs.spike_distribution_table(groups)
+    paired = paired_table(cfg, records)
     return (f"# {cfg['name']}: {cfg['dataset']} / {cfg['arch']}\n\n{cfg.get('description', '')}\n\n"
             f"Test split ({records[0]['n_images'] if records else 0} images), seeds {cfg['seeds']}, "
             f"T_max = {cfg['T_max']}. Accuracies in %, mean ± std over seeds where there are several. "
@@ -195,6 +222,9 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
                f"send n spikes, per layer, over all test images and steps (firing rate in the "
                f"results is spikes per neuron per step, above 1 where n > 1 is allowed).\n\n"
                f"{spikes}\n\n" if spikes else "")
+            + (f"## Paired comparisons on the same test images\n\n"
+               f"Each method against the one that claims exactness, at fixed budgets of t steps; "
+               f"discordant images summed over seeds.\n\n{paired}\n\n" if paired else "")
             + f"## Methods\n\n{_methods_table(records, cfg)}\n\n"
             + (f"{DEVIATIONS}\n\n" if all(r.get("description") for r in records) else
                "This run predates the recorded method definitions; the baselines' conventions "

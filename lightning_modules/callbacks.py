@@ -15,10 +15,16 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 from annsnn import convert, simulate, spiking_layers
+from annsnn.metrics import correct_bits
 from annsnn.recipes import get_recipe
 from annsnn.simulate import SimResult
 
 import tracking
+
+
+def paired_ts(T: int) -> list[int]:
+    """The steps at which per-image correctness is kept: powers of two up to T, and T."""
+    return sorted({2 ** k for k in range(T.bit_length()) if 2 ** k <= T} | {T})
 
 
 def child_name(method: str, leak: float) -> str:
@@ -36,6 +42,8 @@ def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: fl
         "firing_rate": res.firing_rate, "max_spikes_per_step": res.max_spikes_per_step,
         "max_n_per_layer": res.max_n_per_layer, "spike_hist": res.spike_hist,
         "sops": res.sops, "first_layer_macs": res.first_layer_macs, "ann_macs": res.ann_macs,
+        # per-image correctness at t = 1, 2, 4, ... and T_max, for paired tests between methods
+        "correct_at": {str(t): correct_bits(res.predictions[:, t - 1], res.labels) for t in paired_ts(T)},
         "energy_ratio": [res.energy_ratio(t) for t in range(1, T + 1)],
         "ops_ratio": [res.sops_ratio(t) for t in range(1, T + 1)],
     }

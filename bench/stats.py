@@ -1,0 +1,49 @@
+"""Spread over seeds and paired tests between methods (DESIGN section 3).
+
+Seeds are independent trainings, so a figure is their mean with the sample standard
+deviation and a 95 % Student-t confidence interval. Two methods evaluated on the same
+test images are compared image by image: McNemar's exact test on the discordant pairs
+(images one method gets right and the other wrong), pooled over seeds.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from annsnn.metrics import bits_correct
+
+
+def ci95(values) -> tuple[float, float] | None:
+    """95 % confidence interval of the mean (Student t); None for fewer than 2 values."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size < 2:
+        return None
+    half = stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / np.sqrt(arr.size)
+    return float(arr.mean() - half), float(arr.mean() + half)
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+    """(images only ``a`` gets right, images only ``b`` gets right, exact two-sided p)."""
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(stats.binomtest(min(only_a, only_b), n, 0.5).pvalue)
+    return only_a, only_b, p
+
+
+def paired(records_a: list[dict], records_b: list[dict], t: int) -> tuple[int, int, float, int] | None:
+    """McNemar between two settings at step t over the seeds both have (same test images),
+    discordant counts summed over seeds; also returns the number of seeds used."""
+    by_seed_b = {r.get("seed", 0): r for r in records_b}
+    a_all, b_all = [], []
+    for ra in records_a:
+        rb = by_seed_b.get(ra.get("seed", 0))
+        key = str(t)
+        if rb is None or key not in ra.get("correct_at", {}) or key not in rb.get("correct_at", {}):
+            continue
+        n = ra["n_images"]
+        a_all.append(bits_correct(ra["correct_at"][key], n))
+        b_all.append(bits_correct(rb["correct_at"][key], n))
+    if not a_all:
+        return None
+    only_a, only_b, p = mcnemar(np.concatenate(a_all), np.concatenate(b_all))
+    return only_a, only_b, p, len(a_all)

@@ -1,0 +1,65 @@
+"""Spread over seeds (95 % CI) and the paired McNemar comparison of the summary."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from annsnn.metrics import bits_correct, correct_bits
+from bench import report, stats
+from bench.__main__ import main
+
+
+def test_ci95_is_the_student_t_interval():
+    lo, hi = stats.ci95([1.0, 2.0, 3.0])           # mean 2, sd 1, t(0.975, df 2) = 4.30265 (tables)
+    half = 4.30265 / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((2 - half, 2 + half), rel=1e-5)
+    assert stats.ci95([0.5]) is None
+
+
+def test_mcnemar_counts_discordant_images_and_exact_p():
+    a = np.array([True] * 10 + [True, False] * 5)
+    b = np.array([False] * 10 + [True, False] * 5)
+    assert stats.mcnemar(a, b) == (10, 0, pytest.approx(2 * 0.5 ** 10))
+    assert stats.mcnemar(b, a)[:2] == (0, 10)
+    assert stats.mcnemar(a, a) == (0, 0, 1.0)
+
+
+def test_correctness_bits_round_trip():
+    g = torch.Generator().manual_seed(0)
+    pred, lab = torch.randint(0, 3, (1001,), generator=g), torch.randint(0, 3, (1001,), generator=g)
+    assert np.array_equal(bits_correct(correct_bits(pred, lab), 1001), (pred == lab).numpy())
+
+
+def _rec(method, seed, ok, exact=False):
+    n = len(ok)
+    ok = torch.tensor(ok)
+    return {"method": method, "leak": 1.0, "seed": seed, "n_images": n, "exact_at_t1": exact,
+            "correct_at": {"1": correct_bits(ok.long(), torch.ones(n, dtype=torch.long))}}
+
+
+def test_paired_pools_discordant_images_over_seeds():
+    ref = [_rec("steprelu", 0, [1, 1, 1, 0]), _rec("steprelu", 1, [1, 1, 0, 0])]
+    other = [_rec("qcfs", 0, [1, 0, 0, 0]), _rec("qcfs", 1, [0, 1, 1, 0]), _rec("qcfs", 7, [1, 1, 1, 1])]
+    only_ref, only_other, p, seeds = stats.paired(ref, other, 1)
+    assert (only_ref, only_other, seeds) == (3, 1, 2)   # seed 0: 2 vs 0; seed 1: 1 vs 1; seed 7 unpaired
+    assert p == pytest.approx(0.625)
+    assert stats.paired(ref, other, 4) is None           # no correctness stored at t = 4
+
+
+def test_summary_compares_every_method_with_the_exact_one():
+    cfg = {"T_max": 1, "methods": ["qcfs", "steprelu"]}
+    table = report.paired_table(cfg, [_rec("steprelu", 0, [1, 1, 1, 0], exact=True),
+                                      _rec("qcfs", 0, [1, 0, 0, 0])])
+    row = table.splitlines()[2]
+    assert [c.strip() for c in row.strip("|").split("|")] == ["qcfs", "1", "1", "+50.00", "2", "0",
+                                                              "0.5", "1"]
+
+
+def test_seeds_flag(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("bench.runner.run", lambda cfg, **kw: seen.setdefault("seeds", cfg["seeds"]))
+    assert main(["run", "--preset", "smoke", "--seeds", "0,1,2", "--no-progress"]) == 0
+    assert seen["seeds"] == [0, 1, 2]
