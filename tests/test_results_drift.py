@@ -51,7 +51,7 @@ def _main_table(text: str, first_cell: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu-cifar10"])
+@pytest.mark.parametrize("name", ["smoke", "cpu-cifar10", "fashion-mnist-reference"])
 def test_readme_tables_are_the_summaries(name):
     """The README's result section for ``name`` holds the summary's main table, verbatim."""
     readme = (ROOT / "README.md").read_text()
