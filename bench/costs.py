@@ -15,6 +15,8 @@ import numpy as np
 
 from annsnn.metrics import E_AC_PJ, E_MAC_PJ
 
+from .stats import spread
+
 GAPS = (1.0, 0.5)   # points of accuracy below the source ANN that count as "reached"
 
 
@@ -45,16 +47,6 @@ def substeps(record: dict, t: int) -> tuple[int, int] | None:
     return t * max(ns), t * sum(ns)
 
 
-def _cell(values, fmt: str) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return format(vals[0], fmt)
-    arr = np.asarray(vals, dtype=float)
-    return f"{format(arr.mean(), fmt)} ± {format(arr.std(ddof=1), fmt)}"
-
-
 def operating_point_table(groups: list[tuple[tuple, list[dict]]]) -> str:
     """One row per (method, leak, gap): where the SNN reaches its ANN and what it costs there."""
     head = ["method", "leak", "within", "first t (per seed)", "SNN acc at t", "ops/ANN MACs",
@@ -68,11 +60,11 @@ def operating_point_table(groups: list[tuple[tuple, list[dict]]]) -> str:
             first = ", ".join(str(t) if t is not None else f"not by {r['T_max']}" for r, t in zip(rs, ts))
             sub = [substeps(r, t) for r, t in reached]
             row = [method, f"{leak:g}", f"{gap:g} pt", first,
-                   _cell([100 * r["acc"][t - 1] for r, t in reached], ".2f"),
-                   _cell([r["ops_ratio"][t - 1] for r, t in reached], ".3f"),
-                   _cell([r["energy_ratio"][t - 1] for r, t in reached], ".3f"),
-                   _cell([energy_static_input(r, t) for r, t in reached], ".3f"),
-                   _cell([s[0] for s in sub if s], ".0f"), _cell([s[1] for s in sub if s], ".0f")]
+                   spread([100 * r["acc"][t - 1] for r, t in reached], ".2f"),
+                   spread([r["ops_ratio"][t - 1] for r, t in reached], ".3f"),
+                   spread([r["energy_ratio"][t - 1] for r, t in reached], ".3f"),
+                   spread([energy_static_input(r, t) for r, t in reached], ".3f"),
+                   spread([s[0] for s in sub if s], ".0f"), spread([s[1] for s in sub if s], ".0f")]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

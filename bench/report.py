@@ -27,14 +27,7 @@ from . import costs, stats  # noqa: E402
 
 
 def _fmt(values, scale=100.0, digits=2) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "n/a"
-    arr = np.asarray(vals, dtype=float) * scale
-    if len(arr) == 1:
-        return f"{arr[0]:.{digits}f}"
-    lo, hi = stats.ci95(arr)
-    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return stats.spread([None if v is None else v * scale for v in values], f".{digits}f")
 
 
 def _by_setting(records: list[dict]) -> dict[tuple, list[dict]]:

@@ -22,6 +22,20 @@ def ci95(values) -> tuple[float, float] | None:
     return float(arr.mean() - half), float(arr.mean() + half)
 
 
+def spread(values, fmt: str) -> str:
+    """One figure over seeds: the value alone for one seed, else mean ± std [95 % CI]
+    (``fmt`` a format spec such as ".2f"); "n/a" when nothing was measured."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return format(vals[0], fmt)
+    arr = np.asarray(vals, dtype=float)
+    lo, hi = ci95(arr)
+    return (f"{format(arr.mean(), fmt)} ± {format(arr.std(ddof=1), fmt)} "
+            f"[{format(lo, fmt)}, {format(hi, fmt)}]")
+
+
 def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
     """(images only ``a`` gets right, images only ``b`` gets right, exact two-sided p)."""
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
