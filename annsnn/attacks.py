@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .neurons import reset_neurons, spiking_layers
+from .simulate import static_prefix
 
 KINDS = ("fgsm", "pgd")
 
@@ -35,6 +36,10 @@ class UnrolledSNN(nn.Module):
     gradient; the forward values are unchanged) and ``record = False`` (no spike
     statistics); both are restored afterwards, and the neurons are reset again so
     that no autograd graph stays attached to their state.
+
+    As in ``simulate``, the layers before the first spiking layer of a Sequential SNN
+    see the same input at every step, so they run once per call (same values, and
+    their backward pass runs once instead of T times).
     """
 
     def __init__(self, snn: nn.Module, T: int):
@@ -53,9 +58,14 @@ class UnrolledSNN(nn.Module):
             for m in neurons:
                 m.surrogate, m.record = True, False
             reset_neurons(self.snn)
+            split = static_prefix(self.snn)
+            net = self.snn
+            if split is not None:
+                prefix, net = split
+                x = prefix(x)
             cum = None
             for _ in range(self.T):
-                out = self.snn(x)
+                out = net(x)
                 cum = out if cum is None else cum + out
             return cum / self.T
         finally:
@@ -183,11 +193,18 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10,
-        step_size: float | None = None, seed: int | None = 0, random_init: bool = True) -> torch.Tensor:
+        step_size: float | None = None, seed: int | None = 0, random_init: bool = True,
+        restarts: int = 1) -> torch.Tensor:
     """Untargeted L-inf PGD (Madry et al.) via ART: ``steps`` signed-gradient steps of
     ``step_size`` (default 2.5 * eps / steps), each projected onto the eps ball around x
     and onto [0, 1]; with ``random_init`` it starts from a uniform point of the ball,
     drawn from ``seed`` (numpy's global RNG is restored afterwards).
+
+    ``restarts`` > 1 runs PGD from that many random starts (ART's ``num_random_init``)
+    and keeps, per image, the first run's result unless a later run misclassifies it
+    (judged by ``model``), so an image survives only if every restart fails. The first
+    restart is the ``restarts = 1`` result with the same seed. Restarts need
+    ``random_init`` (without it every run is the same).
 
     Returns a tensor on x's device and dtype; ``eps = 0`` returns ``x``.
     """
@@ -195,6 +212,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
     x, y = _inputs(x, y)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
+        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    if restarts > 1 and not random_init:
+        raise ValueError("restarts > 1 needs random_init=True (every run would start at x)")
     if eps == 0.0 or x.shape[0] == 0:
         return x
     step_size = 2.5 * eps / steps if step_size is None else float(step_size)
@@ -206,7 +227,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
         clf = _classifier(model, x)
         attack = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=step_size,
                                           max_iter=steps, targeted=False,
-                                          num_random_init=1 if random_init else 0,
+                                          num_random_init=restarts if random_init else 0,
                                           batch_size=x.shape[0], random_eps=False, verbose=False)
         adv = attack.generate(x=x.detach().cpu().numpy().astype(np.float32),
                               y=y.detach().cpu().numpy().astype(np.int64))
@@ -214,7 +235,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 
 
 def craft(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kw) -> torch.Tensor:
-    """Dispatch to ``fgsm`` or ``pgd`` (``kw``: pgd's steps, step_size, seed, random_init)."""
+    """Dispatch to ``fgsm`` or ``pgd`` (``kw``: pgd's steps, step_size, seed, random_init, restarts)."""
     k = str(kind).lower()
     if k == "fgsm":
         if kw:

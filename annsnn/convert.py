@@ -20,7 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .activations import ACTIVATIONS
 from .models import Normalize
-from .neurons import IFNeuron, check_leak
+from .neurons import IFNeuron, check_leak, check_leak_mode
 from .recipes import Recipe, get_recipe
 from .recipes.calibration import calibrate_thresholds
 
@@ -211,12 +211,16 @@ def fold_bn(model: nn.Module, graph: torch.fx.Graph | None = None, inplace: bool
     return model
 
 
-def convert(ann: nn.Module, method: str | Recipe, calib_loader=None, leak: float = 1.0) -> nn.Module:
+def convert(ann: nn.Module, method: str | Recipe, calib_loader=None, leak: float = 1.0,
+            leak_mode: str = "exp") -> nn.Module:
     """Return a new spiking network for ``method`` (a name in ``annsnn.recipes.RECIPES`` or a
     Recipe); ``ann`` is left untouched. Recipes that calibrate need ``calib_loader``
-    (unshuffled, no augmentation)."""
+    (unshuffled, no augmentation). ``leak`` in (0, 1] and ``leak_mode`` ("exp": r <- leak*r;
+    "linear": r moves toward 0 by (1 - leak)*theta, never past it) set every neuron's leak;
+    leak 1 is the same SNN in both modes."""
     recipe = get_recipe(method)
     leak = check_leak(leak)
+    leak_mode = check_leak_mode(leak_mode)
     if recipe.needs_calibration and calib_loader is None:
         raise ValueError(f"method '{recipe.name}' computes thresholds on a calibration set: "
                          "pass calib_loader")
@@ -229,7 +233,8 @@ def convert(ann: nn.Module, method: str | Recipe, calib_loader=None, leak: float
     model = fold_bn(model, graph, inplace=True)
     thresholds = recipe.thresholds(model, calib_loader) if recipe.needs_calibration else None
     for name, act in acts:
-        _set_module(model, name, recipe.neuron(act, thresholds[name] if thresholds else None, leak))
+        _set_module(model, name, recipe.neuron(act, thresholds[name] if thresholds else None,
+                                                 leak, leak_mode))
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -11,6 +11,17 @@ Per step (DESIGN section 2):
 ``max_spikes = 1`` is the classic single-spike IF neuron, ``max_spikes = L``
 the multi-spike (membrane-potential encoding) neuron of StepReLU.
 
+Two leaks act on the carried residual r (never at t = 1):
+    leak_mode "exp":    leak * r                         (the default)
+    leak_mode "linear": r - clamp(r, -c, c), c = 1 - leak (in units of theta; V <- V - c*theta
+                        + x with c*theta = (1 - leak)*theta, the linear leak of Wang et al.,
+                        ICACT 2023)
+The linear leak is floored at the reset value 0: a positive residual decays by c but
+never below 0, and a negative one (reset by subtraction and inhibitory input make
+those) rises by c but never above 0 -- the potential moves toward rest without
+crossing it, as the exponential leak does. ``leak = 1`` is the same neuron in both
+modes, bit for bit (the leak is skipped). One leak grid thus drives both modes.
+
 The spike statistics stay on the neuron's device while it runs and are read on
 the host only when asked for (``spikes``, ``max_n``, ``spike_counts()``): a host
 read in every layer at every step would stall a GPU at every step.
@@ -24,11 +35,20 @@ from .activations import check_levels, check_phi, check_theta
 from .fused import clamp_floor_ste
 
 
+LEAK_MODES = ("exp", "linear")
+
+
 def check_leak(leak) -> float:
     leak = float(leak)
     if not 0.0 < leak <= 1.0:
         raise ValueError(f"leak must lie in (0, 1], got {leak!r}")
     return leak
+
+
+def check_leak_mode(leak_mode) -> str:
+    if leak_mode not in LEAK_MODES:
+        raise ValueError(f"unknown leak_mode {leak_mode!r}; valid: {', '.join(LEAK_MODES)}")
+    return leak_mode
 
 
 def _flat(n: torch.Tensor) -> torch.Tensor:
@@ -70,12 +90,14 @@ class IFNeuron(nn.Module):
     forward pass is unchanged.
     """
 
-    def __init__(self, theta, max_spikes: int = 1, phi: float = 0.0, leak: float = 1.0):
+    def __init__(self, theta, max_spikes: int = 1, phi: float = 0.0, leak: float = 1.0,
+                 leak_mode: str = "exp"):
         super().__init__()
         check_theta(theta)
         self.max_spikes = check_levels(max_spikes)
         self.phi = check_phi(phi)
         self.leak = check_leak(leak)
+        self.leak_mode = check_leak_mode(leak_mode)
         if isinstance(theta, torch.Tensor):
             theta = theta.detach().clone().to(torch.float32).reshape(())
         else:
@@ -97,9 +119,18 @@ class IFNeuron(nn.Module):
         self.hist: torch.Tensor | None = None
         self.neuron_steps = 0
 
+    def _leaked(self, r: torch.Tensor) -> torch.Tensor:
+        """The residual after one step of leak, out of place (the surrogate path)."""
+        if self.leak == 1.0:
+            return r
+        if self.leak_mode == "exp":
+            return self.leak * r
+        c = 1.0 - self.leak
+        return r - r.clamp(-c, c)   # toward 0 by c, never past it; same ops as the in-place path
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.surrogate:  # differentiable path: no in-place updates
-            u = x / self.theta + self.phi if self.u is None else self.leak * self.u + x / self.theta
+        if self.surrogate:  # differentiable path: no in-place updates, the same arithmetic
+            u = x / self.theta + self.phi if self.u is None else self._leaked(self.u) + x / self.theta
             n = clamp_floor_ste(u, self.max_spikes)  # gradient 1 where 0 <= floor(u) <= max_spikes
             self.u = u - n
             return self._count(n) * self.theta
@@ -109,7 +140,11 @@ class IFNeuron(nn.Module):
         else:  # t >= 2: in place; addcdiv_ rounds x/theta, then the sum, as add_(x/theta)
             u = self.u
             if self.leak != 1.0:
-                u.mul_(self.leak)
+                if self.leak_mode == "exp":
+                    u.mul_(self.leak)
+                else:
+                    c = 1.0 - self.leak
+                    u.sub_(u.clamp(-c, c))
             u.addcdiv_(x, self.theta)
         n = torch.floor(u).clamp_(0, self.max_spikes)
         self.u = u.sub_(n)
@@ -155,7 +190,7 @@ class IFNeuron(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"theta={float(self.theta):.6g}, max_spikes={self.max_spikes}, "
-                f"phi={self.phi}, leak={self.leak}")
+                f"phi={self.phi}, leak={self.leak}, leak_mode={self.leak_mode}")
 
 
 def spiking_layers(model: nn.Module) -> list[tuple[str, IFNeuron]]:

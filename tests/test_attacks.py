@@ -221,3 +221,99 @@ def test_single_spike_surrogate_gradient_nonzero():
     xs.requires_grad_(True)
     F.cross_entropy(UnrolledSNN(convert(ann, "steprelu-single"), T=4)(xs), ys).backward()
     assert bool(torch.isfinite(xs.grad).all()) and float(xs.grad.abs().sum()) > 0
+
+
+# ---------------------------------------------------------------- PGD restarts
+
+def wrong(model, x, y):
+    with torch.no_grad():
+        return model(x).argmax(1) != y
+
+
+def test_pgd_restarts_keep_any_success():
+    """restarts = k: the first run is the restarts = 1 result (same seed); an image is kept
+    from a later run only where that run misclassifies it, so every image fooled with one
+    restart stays fooled, and more restarts fool more images here."""
+    model = tiny_model(seed=2)
+    x, y = data(64, seed=3)
+    with torch.no_grad():
+        y = model(x).argmax(1)                  # attack the model's own predictions
+    eps, kw = 0.05, dict(steps=2, step_size=0.0125, seed=0)   # short steps: the start matters
+    one = pgd(model, x, y, eps, **kw)
+    four = pgd(model, x, y, eps, restarts=4, **kw)
+    w1, w4 = wrong(model, one, y), wrong(model, four, y)
+    assert bool((w4 | ~w1).all())               # nothing fooled once is lost
+    assert int(w4.sum()) > int(w1.sum()) > 0    # non-vacuous: the restarts found more
+    same = (four == one).flatten(1).all(1)
+    assert bool(same[~w4].all())                # unfooled images: the first run's result
+    assert not bool(same[w4 & ~w1].any())       # newly fooled ones come from a later run
+    assert float((four - x).abs().max()) <= eps + TOL
+    assert float(four.min()) >= 0.0 and float(four.max()) <= 1.0
+    assert torch.equal(four, pgd(model, x, y, eps, restarts=4, **kw))   # seeded
+    assert torch.equal(four, craft("pgd", model, x, y, eps, restarts=4, **kw))
+
+
+def test_pgd_restarts_argument_checks():
+    model = tiny_model()
+    x, y = data(4)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="restarts"):
+            pgd(model, x, y, 0.05, restarts=bad)
+    with pytest.raises(ValueError, match="random_init"):
+        pgd(model, x, y, 0.05, restarts=2, random_init=False)
+
+
+def test_pgd_through_time_with_restarts_leaves_snn_as_found(snn):
+    x, y = data(16, classes=10, shape=(1, 28, 28))
+    neurons = [m for _, m in spiking_layers(snn)]
+    neurons[0].record = False                    # a flag set by the caller must survive too
+    stats = [m.spikes for m in neurons]
+    try:
+        model = UnrolledSNN(snn, T=3)
+        adv = pgd(model, x, y, 0.05, steps=3, restarts=2)
+        assert float((adv - x).abs().max()) <= 0.05 + TOL
+        assert ce(model, adv, y) > ce(model, x, y)
+        assert [m.record for m in neurons] == [False] + [True] * (len(neurons) - 1)
+        assert all(m.surrogate is False and m.u is None for m in neurons)
+        assert [m.spikes for m in neurons] == stats
+        assert not any(p.requires_grad or p.grad is not None for p in snn.parameters())
+        assert not snn.training
+    finally:
+        neurons[0].record = True
+
+
+def test_unrolled_snn_restores_flags_when_forward_fails(snn):
+    neurons = [m for _, m in spiking_layers(snn)]
+    with pytest.raises(RuntimeError):
+        UnrolledSNN(snn, T=2)(torch.rand(2, 3, 28, 28))          # wrong channel count
+    assert all(m.surrogate is False and m.record is True and m.u is None for m in neurons)
+
+
+def test_static_prefix_runs_once_with_the_same_values_and_gradient(snn, monkeypatch):
+    """UnrolledSNN runs the layers before the first neuron once per call: the logits are
+    bitwise those of the plain T-step loop and the input gradient matches the one that
+    runs the prefix at every step (to float rounding: the T gradients are summed first)."""
+    import annsnn.attacks as attacks
+    x, y = data(8, classes=10, shape=(1, 28, 28))
+    calls = []
+    first = snn[1]
+    hook = first.register_forward_hook(lambda *a: calls.append(1))
+
+    def grad_and_out():
+        xg = x.clone().requires_grad_(True)
+        out = UnrolledSNN(snn, T=4)(xg)
+        F.cross_entropy(out, y).backward()
+        return out.detach(), xg.grad
+
+    try:
+        out, g = grad_and_out()
+        assert len(calls) == 1
+        monkeypatch.setattr(attacks, "static_prefix", lambda m: None)
+        calls.clear()
+        out_every, g_every = grad_and_out()
+        assert len(calls) == 4
+    finally:
+        hook.remove()
+    assert torch.equal(out, out_every) and torch.equal(out, plain_mean(snn, x, 4))
+    assert float(g.abs().sum()) > 0
+    assert torch.allclose(g, g_every, rtol=1e-4, atol=1e-7)

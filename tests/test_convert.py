@@ -396,3 +396,71 @@ def test_batchnorm_without_running_stats_is_refused():
                         StepReLU(0.1, 4), nn.Linear(4, 2))
     with pytest.raises(ConversionError, match="running statistics"):
         convert(net, "steprelu")
+
+
+# ----------------------------------------------------------------------------- leak modes
+
+def _net_for(recipe_name: str, gen: torch.Generator) -> nn.Sequential:
+    """relu_net with the activation the recipe converts (random thresholds for the trained kinds)."""
+    kind = get_recipe(recipe_name).activation
+    net = relu_net()
+    for i, m in enumerate(net):
+        if isinstance(m, nn.ReLU) and kind != "relu":
+            theta = float(torch.rand((), generator=gen)) * 0.5 + 0.2
+            net[i] = StepReLU(theta, 4, 0.5) if kind == "steprelu" else QCFS(4, theta * 4)
+    return net.eval()
+
+
+@pytest.mark.parametrize("leak_mode", ["exp", "linear"])
+def test_leak_mode_reaches_every_neuron_of_every_method(leak_mode):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(N_CALIB, 1, 12, 12, generator=gen)
+    for name in annsnn.RECIPES:
+        snn = convert(_net_for(name, gen), name, tiny_loader(x, batch_size=70), leak=0.8,
+                      leak_mode=leak_mode)
+        neurons = [m for m in snn.modules() if isinstance(m, IFNeuron)]
+        assert len(neurons) == 3, name
+        assert all(m.leak == 0.8 and m.leak_mode == leak_mode for m in neurons), name
+    default = convert(_net_for("steprelu", gen), "steprelu", leak=0.8)
+    assert all(m.leak_mode == "exp" for m in default.modules() if isinstance(m, IFNeuron))
+
+
+def test_convert_rejects_unknown_leak_mode():
+    for bad in ("lin", "Linear", None):
+        with pytest.raises(ValueError) as e:
+            convert(mlp("act", StepReLU(0.1, 4)), "steprelu", leak=0.9, leak_mode=bad)
+        assert "leak_mode" in str(e.value) and "exp, linear" in str(e.value)
+
+
+def _outputs(snn: nn.Module, x: torch.Tensor, T: int) -> torch.Tensor:
+    annsnn.reset_neurons(snn)
+    with torch.no_grad():
+        outs = torch.stack([snn(x) for _ in range(T)])
+    annsnn.reset_neurons(snn)
+    return outs
+
+
+@pytest.mark.parametrize("method", ["steprelu", "maxnorm", "qcfs"])
+def test_leak_one_is_the_same_snn_in_both_modes(method):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.rand(N_CALIB, 1, 12, 12, generator=gen)
+    ann, loader = _net_for(method, gen), tiny_loader(x, batch_size=70)
+    a = _outputs(convert(ann, method, loader, leak=1.0, leak_mode="exp"), x[:32], 8)
+    b = _outputs(convert(ann, method, loader, leak=1.0, leak_mode="linear"), x[:32], 8)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("leak_mode", ["exp", "linear"])
+def test_steprelu_stays_exact_at_t1_with_either_leak(leak_mode):
+    """The leak acts only on the carried potential: at t = 1 the steprelu SNN with leak 0.5
+    equals the BatchNorm-folded ANN bit for bit in both modes; from t = 2 the leak acts."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.rand(48, 1, 12, 12, generator=gen)
+    ann = randomize_bn(_net_for("steprelu", gen), gen, x)
+    ref = annsnn.fold_bn(ann)
+    with torch.no_grad():
+        want = ref(x)
+    leaky = _outputs(convert(ann, "steprelu", leak=0.5, leak_mode=leak_mode), x, 3)
+    plain = _outputs(convert(ann, "steprelu"), x, 3)
+    assert torch.equal(leaky[0], want)
+    assert not torch.equal(leaky[1:], plain[1:])      # non-vacuous: the leak changes later steps

@@ -41,22 +41,30 @@ def test_recursion_by_hand():
     assert m.spikes == 3 and m.neuron_steps == 5 and m.max_n == 2
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
-@given(L=st.integers(1, 6), phi=st.sampled_from([0.0, 0.5]), leak=st.sampled_from([1.0, 0.5]),
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(L=st.integers(1, 6), phi=st.sampled_from([0.0, 0.5]), leak=st.sampled_from([1.0, 0.75, 0.5]),
+       leak_mode=st.sampled_from(["exp", "linear"]),
        log_theta=st.integers(-3, 2), T=st.integers(1, 8),
        ks=st.lists(st.integers(-128, 512), min_size=8, max_size=8))
-def test_recursion_matches_design_in_exact_arithmetic(L, phi, leak, log_theta, T, ks):
-    """DESIGN: V_1 = phi*theta + x_1, V_t = leak*R_{t-1} + x_t, n_t = clamp(floor(V_t/theta), 0, L),
-    R_t = V_t - n_t*theta, output n_t*theta -- evaluated with Fractions, on dyadic inputs
-    where float32 is exact; the neuron must agree bit for bit."""
+def test_recursion_matches_design_in_exact_arithmetic(L, phi, leak, leak_mode, log_theta, T, ks):
+    """DESIGN: V_1 = phi*theta + x_1, V_t = leak(R_{t-1}) + x_t, n_t = clamp(floor(V_t/theta), 0, L),
+    R_t = V_t - n_t*theta, output n_t*theta, with leak(R) = lam*R ("exp") or R moved toward 0
+    by c = (1 - lam)*theta without crossing it ("linear") -- evaluated with Fractions, on dyadic
+    inputs where float32 is exact; the neuron must agree bit for bit."""
     theta = 2.0 ** log_theta
     xs = [Fraction(k, 64) * Fraction(theta) for k in ks[:T]]
-    m = IFNeuron(theta, max_spikes=L, phi=phi, leak=leak)
+    m = IFNeuron(theta, max_spikes=L, phi=phi, leak=leak, leak_mode=leak_mode)
     got = run(m, [torch.tensor([float(x)]) for x in xs]).flatten().tolist()
     want, R = [], None
     th, lk = Fraction(theta), Fraction(leak)
+    c = (1 - lk) * th
+
+    def leaked(R):
+        if leak_mode == "exp":
+            return lk * R
+        return max(R - c, Fraction(0)) if R > 0 else min(R + c, Fraction(0))
     for t, x in enumerate(xs):
-        V = Fraction(phi) * th + x if t == 0 else lk * R + x
+        V = Fraction(phi) * th + x if t == 0 else leaked(R) + x
         n = min(max(V // th, 0), L)
         R = V - n * th
         want.append(float(n * th))
@@ -240,6 +248,7 @@ def test_surrogate_gradient_window(max_spikes):
     (dict(theta=1.0, phi=1.0), "[0, 1)"), (dict(theta=1.0, phi=-0.5), "[0, 1)"),
     (dict(theta=1.0, leak=0.0), "(0, 1]"), (dict(theta=1.0, leak=1.5), "(0, 1]"),
     (dict(theta=1.0, leak=-0.5), "(0, 1]"),
+    (dict(theta=1.0, leak_mode="lin"), "exp, linear"), (dict(theta=1.0, leak_mode=None), "exp, linear"),
 ])
 def test_neuron_rejects_bad_arguments(kwargs, needle):
     with pytest.raises(ValueError) as e:
@@ -247,19 +256,29 @@ def test_neuron_rejects_bad_arguments(kwargs, needle):
     assert needle in str(e.value)
 
 
+@pytest.mark.parametrize("leak_mode", ["exp", "linear"])
 @pytest.mark.parametrize("max_spikes, phi, leak", [(1, 0.0, 1.0), (8, 0.5, 0.9), (20, 0.0, 0.8)])
-def test_in_place_updates_round_like_the_plain_float_recursion(max_spikes, phi, leak):
+def test_in_place_updates_round_like_the_plain_float_recursion(max_spikes, phi, leak, leak_mode):
     """On random (non-dyadic) float32 inputs the in-place neuron rounds exactly as the plain
-    recursion written op by op, u_1 = x/theta + phi, u_t = leak*r + x/theta, at every step:
-    the fused updates are a speed change only."""
+    recursion written op by op, u_1 = x/theta + phi, u_t = leak(r) + x/theta, at every step:
+    the fused updates are a speed change only. The surrogate (differentiable) path computes
+    the same values too."""
     g = torch.Generator().manual_seed(max_spikes)
     theta = torch.tensor(0.0731)
     xs = [torch.randn(3, 5, 7, 7, generator=g) * 0.4 for _ in range(12)]
-    m = IFNeuron(theta, max_spikes=max_spikes, phi=phi, leak=leak)
+    m = IFNeuron(theta, max_spikes=max_spikes, phi=phi, leak=leak, leak_mode=leak_mode)
     got = run(m, [x.contiguous(memory_format=torch.channels_last) for x in xs])
+    last = m.u.clone()                     # the residual too: a 1-ulp change rarely flips a spike
+    m.surrogate = True
+    assert torch.equal(run(m, xs), got)
+    assert torch.equal(m.u, last)
+    c = 1.0 - leak
+
+    def leaked(r):
+        return leak * r if leak_mode == "exp" else r - torch.clamp(r, -c, c)
     u, want = None, []
     for x in xs:
-        u = x / theta + phi if u is None else leak * u + x / theta
+        u = x / theta + phi if u is None else leaked(u) + x / theta
         n = torch.clamp(torch.floor(u), 0, max_spikes)
         u = u - n
         want.append(n * theta)
@@ -273,3 +292,73 @@ def test_spike_total_is_exact_above_float32_integers():
     neuron = IFNeuron(1.0, max_spikes=1)
     neuron(torch.ones(n))
     assert neuron.spikes == float(n)
+
+
+# ---------------------------------------------------------------- linear leak (ICACT 2023)
+
+def test_linear_leak_by_hand():
+    """theta = 0.5, phi = 0, leak = 0.75 (c = 0.25 in units of theta), at most 2 spikes;
+    x_t/theta = 1.5, 0, .125, 0, -.625, 0, 0, 2.75. Residual r, leaked r' = r -+ c toward 0:
+    1.5 -> n=1 r=.5 | .25 -> 0 r=.25 | 0+.125 -> 0 r=.125 | floored: 0 (not -.125) r=0 |
+    0-.625 -> r=-.625 | -.375 | -.125 | ceiled: 0 (not +.125) +2.75 -> n=2 r=.75."""
+    m = IFNeuron(0.5, max_spikes=2, phi=0.0, leak=0.75, leak_mode="linear")
+    xs = [torch.tensor([v * 0.5]) for v in (1.5, 0.0, 0.125, 0.0, -0.625, 0.0, 0.0, 2.75)]
+    m.reset()
+    outs, res = [], []
+    with torch.no_grad():
+        for x in xs:
+            outs.append(float(m(x)))
+            res.append(float(m.u))
+    assert outs == [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert res == [0.5, 0.25, 0.125, 0.0, -0.625, -0.375, -0.125, 0.75]
+    exp = IFNeuron(0.5, max_spikes=2, phi=0.0, leak=0.75, leak_mode="exp")
+    run(exp, xs[:2])
+    assert float(exp.u) == 0.375                       # exp: .75 * .5, not .5 - .25
+
+
+@pytest.mark.parametrize("r", [0.125, 0.25, -0.125, -0.25, 0.0])
+def test_linear_leak_never_crosses_reset(r):
+    """A residual within c of 0 leaks to exactly 0 (either sign), never past it; the
+    exponential leak shrinks the same residual without crossing 0 either."""
+    for mode, want in (("linear", 0.0), ("exp", 0.5 * r)):
+        m = IFNeuron(1.0, max_spikes=1, phi=0.0, leak=0.5 if mode == "exp" else 0.75, leak_mode=mode)
+        run(m, [torch.tensor([r])])            # t = 1: no leak, no spike (r < 1): residual r
+        assert float(m.u) == r
+        with torch.no_grad():
+            m(torch.zeros(1))
+        assert float(m.u) == want
+        assert float(m.u) * r >= 0             # same side of the reset value, or on it
+
+
+@pytest.mark.parametrize("max_spikes, phi", [(1, 0.5), (4, 0.0)])
+def test_leak_one_is_the_same_neuron_in_both_modes(max_spikes, phi):
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(4, 3, 5, 5, generator=g) * 0.3 for _ in range(10)]
+    a = IFNeuron(0.0731, max_spikes, phi, leak=1.0, leak_mode="exp")
+    b = IFNeuron(0.0731, max_spikes, phi, leak=1.0, leak_mode="linear")
+    out = run(a, xs)
+    assert torch.equal(out, run(b, xs))
+    b.surrogate = True
+    assert torch.equal(out, run(b, xs))
+
+
+def test_linear_leak_surrogate_gradient():
+    """The differentiable path has the leak's own derivative: d r'/d r = 1 outside [-c, c]
+    (the leak subtracts a constant), 0 inside (the potential is set to 0). Through the
+    neuron: residuals below the spike window (n has no gradient there, so d r/d x = 1)."""
+    m = IFNeuron(1.0, max_spikes=4, phi=0.0, leak=0.75, leak_mode="linear")
+    r = torch.tensor([0.125, 0.5, -0.125, -0.5], requires_grad=True)
+    m._leaked(r).sum().backward()
+    assert r.grad.tolist() == [0.0, 1.0, 0.0, 1.0]
+    m.surrogate, m.record = True, False
+    x1 = torch.tensor([-0.125, -0.5], requires_grad=True)
+    m.reset()
+    m(x1)
+    out = m(torch.full((2,), 1.5))   # u_2 = r' + 1.5 in [1, 2): one spike, inside the window
+    out.sum().backward()
+    assert x1.grad.tolist() == [0.0, 1.0]
+
+
+def test_extra_repr_shows_leak_mode():
+    assert "leak_mode=linear" in repr(IFNeuron(1.0, leak=0.9, leak_mode="linear"))
+    assert "leak_mode=exp" in repr(IFNeuron(1.0))

@@ -30,9 +30,11 @@ class Recipe(ABC):
         """Per-activation-layer threshold (module path -> value) of the BatchNorm-folded ``model``."""
 
     @abstractmethod
-    def neuron(self, activation: nn.Module, threshold: float | None, leak: float) -> IFNeuron:
+    def neuron(self, activation: nn.Module, threshold: float | None, leak: float,
+               leak_mode: str = "exp") -> IFNeuron:
         """The spiking layer replacing ``activation``; ``threshold`` is its entry of
-        ``thresholds()`` when the recipe needs calibration, else None."""
+        ``thresholds()`` when the recipe needs calibration, else None; ``leak`` and
+        ``leak_mode`` ("exp" or "linear", annsnn.neurons) go to the IFNeuron unchanged."""
 
     def layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The (path, module) pairs of ``model``'s activations of this recipe's kind."""

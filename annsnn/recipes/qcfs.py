@@ -15,8 +15,8 @@ class QCFSRecipe(Recipe):
         """The learned lam_q of each QCFS layer, as the neurons get it (no calibration)."""
         return {n: float(self.neuron(m, None, 1.0).theta) for n, m in self.layers(model)}
 
-    def neuron(self, activation, threshold, leak) -> IFNeuron:
-        return IFNeuron(activation.clip_value().detach(), max_spikes=1, phi=0.5, leak=leak)
+    def neuron(self, activation, threshold, leak, leak_mode="exp") -> IFNeuron:
+        return IFNeuron(activation.clip_value().detach(), max_spikes=1, phi=0.5, leak=leak, leak_mode=leak_mode)
 
 
 QCFS = register(QCFSRecipe())

@@ -45,8 +45,8 @@ class RateNorm(Recipe):
         percentile = None if float(self.percentile) == 100.0 else self.percentile
         return calibrate_thresholds(model, calib_loader, percentile, nonzero=self.nonzero)
 
-    def neuron(self, activation, threshold, leak) -> IFNeuron:
-        return IFNeuron(threshold, max_spikes=1, phi=self.v0, leak=leak)
+    def neuron(self, activation, threshold, leak, leak_mode="exp") -> IFNeuron:
+        return IFNeuron(threshold, max_spikes=1, phi=self.v0, leak=leak, leak_mode=leak_mode)
 
 
 MAXNORM = register(RateNorm("maxnorm", percentile=100.0))

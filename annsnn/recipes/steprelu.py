@@ -30,9 +30,9 @@ class StepReLURecipe(_LearnedThreshold):
     exact_at_t1 = True
     description = "StepReLU ANN, threshold = theta, multi-spike IF (up to L spikes per step), V0 = phi*theta"
 
-    def neuron(self, activation, threshold, leak) -> IFNeuron:
+    def neuron(self, activation, threshold, leak, leak_mode="exp") -> IFNeuron:
         return IFNeuron(activation.threshold().detach(), max_spikes=activation.L,
-                        phi=activation.phi, leak=leak)
+                        phi=activation.phi, leak=leak, leak_mode=leak_mode)
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,10 @@ class CappedStepReLU(_LearnedThreshold):
         return (f"StepReLU ANN, threshold = theta*L/{self.cap}, multi-spike IF with at most "
                 f"{self.cap} spikes per step, V0 = threshold/2 (not exact at t = 1)")
 
-    def neuron(self, activation, threshold, leak) -> IFNeuron:
+    def neuron(self, activation, threshold, leak, leak_mode="exp") -> IFNeuron:
         cap = min(self.cap, activation.L)
         return IFNeuron(activation.threshold().detach() * (activation.L / cap), max_spikes=cap,
-                        phi=0.5, leak=leak)
+                        phi=0.5, leak=leak, leak_mode=leak_mode)
 
 
 class StepReLUSingle(_LearnedThreshold):
@@ -69,9 +69,9 @@ class StepReLUSingle(_LearnedThreshold):
     description = ("StepReLU ANN, threshold = theta*L, single-spike IF, V0 = theta*L/2 "
                    "(ablation: binary spikes, V0 as QCFS)")
 
-    def neuron(self, activation, threshold, leak) -> IFNeuron:
+    def neuron(self, activation, threshold, leak, leak_mode="exp") -> IFNeuron:
         return IFNeuron(activation.threshold().detach() * activation.L, max_spikes=1,
-                        phi=0.5, leak=leak)
+                        phi=0.5, leak=leak, leak_mode=leak_mode)
 
 
 STEPRELU = register(StepReLURecipe())
