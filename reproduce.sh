@@ -2,6 +2,7 @@
 # One entry point: set-up, the default benchmark, the tests, bigger presets, the MLflow UI.
 #   ./reproduce.sh              set up .venv if needed and run the `smoke` preset
 #   ./reproduce.sh test [args]  run the fast test suite (extra args go to pytest)
+#   ./reproduce.sh list         list the presets (name, dataset, architecture, description)
 #   ./reproduce.sh <preset>     run a preset from bench/presets/ (e.g. cpu-cifar10)
 #   ./reproduce.sh speed        run the speed benchmark (writes results/speed.md)
 #   ./reproduce.sh gpu-check    on a CUDA GPU: exactness, a short paper run, simulate speed (writes results/gpu-check.md)
@@ -44,15 +45,18 @@ case "$cmd" in
         exec "$PY" -m pytest -m "not slow" "$@" ;;
     ui)
         setup
-        exec .venv/bin/mlflow ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
-            --default-artifact-root ./mlartifacts --host 127.0.0.1 --port "${PORT:-5000}" ;;
+        exec .venv/bin/mlflow ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///store/mlflow.db}" \
+            --default-artifact-root ./store/mlartifacts --host 127.0.0.1 --port "${PORT:-5000}" ;;
+    list)
+        setup
+        exec "$PY" -m bench list "$@" ;;
     speed)
         setup
         exec "$PY" -m bench speed "$@" ;;
     gpu-check)
         setup
         exec "$PY" -m bench.gpu_check "$@" ;;
-    -h|--help|help) sed -n '2,9p' "$0" ;;
+    -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' ;;
     *)
         setup
         ensure_fashion_mnist

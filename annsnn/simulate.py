@@ -54,6 +54,26 @@ class SimResult:
         return (self.first_layer_macs * t + self.sops[t - 1]) / self.ann_macs
 
 
+class NonFiniteError(ValueError):
+    """An image or an activation of the simulation is NaN or infinite. Raised instead of
+    returning metrics: one NaN image makes every SOP and energy figure of a run NaN."""
+
+
+def _nonfinite_error(flags: list[torch.Tensor], batch_sizes: list[int], sops_ok: torch.Tensor) -> NonFiniteError:
+    """The error naming the first bad batch and image (indices in the loader's order)."""
+    per_image = torch.cat(flags).cpu()          # [n_images, 3]: input, SNN output, ANN output finite
+    what = ("input image", "SNN output", "ANN output")
+    bad = (~per_image).any(1).nonzero().flatten().tolist()
+    if bad:
+        i = bad[0]
+        first = next(j for j, w in enumerate(what) if not per_image[i, j])
+        b = next(k for k, end in enumerate(torch.tensor(batch_sizes).cumsum(0).tolist()) if i < end)
+        return NonFiniteError(f"non-finite {what[first]} for image {i} (batch {b}, loader order); "
+                              f"{len(bad)} of {len(per_image)} images affected; no metrics were computed")
+    b = int((~sops_ok.cpu()).nonzero()[0])
+    return NonFiniteError(f"non-finite spike counts in batch {b} (loader order); no metrics were computed")
+
+
 def _check_T(T_max) -> int:
     if not isinstance(T_max, int) or isinstance(T_max, bool) or T_max < 1:
         raise ValueError(f"T_max must be an integer >= 1, got {T_max!r}")
@@ -109,7 +129,7 @@ def _spikes_since(m: IFNeuron, before):
 def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, first_index, bar):
     """The time loop over one batch, without a host read: returns device tensors
     (predictions [B, T_max], correct [T_max], sum |mean output - a| [T_max] or None,
-    SOPs [T_max] in float64).
+    SOPs [T_max] in float64, whether each image's summed output stayed finite [B]).
 
     Per step: SOPs = sum over layers, in layer order, of (spikes this step) x fan-out; a
     layer's spikes this step are the difference of its float64 running totals (whole
@@ -134,8 +154,9 @@ def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, firs
             errs.append((mean - a).abs().sum())
         sops.append(sum((_spikes_since(m, b) * f for (_, m), b, f in zip(neurons, before, fanout)), zero))
         bar.update()
+    # NaN and inf never leave a running sum, so one check after the loop covers every step
     return (torch.stack(preds, 1), torch.stack(hits), torch.stack(errs) if errs else None,
-            torch.stack(sops))
+            torch.stack(sops), torch.isfinite(cum).all(1))
 
 
 def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
@@ -179,6 +200,7 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     err_den = torch.zeros((), dtype=torch.float64, device=device)
     sops = torch.zeros(T_max, dtype=torch.float64, device=device)
     preds, labels, ann_preds = [], [], []
+    finite, sops_finite, batch_sizes = [], [], []  # per batch, on the device; read once at the end
     prof, fanout = None, None
     n_images = 0
     try:
@@ -199,8 +221,12 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
                 x = draw_paired(perturb, x, seed, n_images, 0)
             reset_neurons(snn)
             a = ref(x) if ref is not None else None
-            p, hits, errs, step_sops = _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout,
-                                                  perturb, seed, n_images, bar)
+            p, hits, errs, step_sops, out_ok = _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout,
+                                                          perturb, seed, n_images, bar)
+            finite.append(torch.stack([torch.isfinite(x).flatten(1).all(1), out_ok,
+                                       torch.isfinite(a).all(1) if a is not None else out_ok], 1))
+            sops_finite.append(torch.isfinite(step_sops).all())
+            batch_sizes.append(x.shape[0])
             correct += hits
             sops += step_sops
             if a is not None:
@@ -215,6 +241,9 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     bar.close()
     if n_images == 0:
         raise ValueError("the loader yielded no images")
+    sops_ok = torch.stack(sops_finite)
+    if not bool(torch.cat(finite).all() & sops_ok.all()):   # the one host read for the check
+        raise _nonfinite_error(finite, batch_sizes, sops_ok)
     predictions = torch.cat(preds).cpu()
     labels_t = torch.cat(labels).cpu()
     correct, sops = correct.cpu(), sops.cpu()

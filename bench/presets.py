@@ -64,25 +64,45 @@ class Trainer:
 
 @dataclass
 class LeakNoise:
+    """The noise of the leak study (issue 13): one setting, static and/or dynamic."""
     kind: str = "salt_pepper"
     level: float = 0.9
+    dynamic: List[bool] = field(default_factory=lambda: [False, True])
 
 
 @dataclass
 class Robustness:
+    """The robustness stage (bench/robustness.py, DESIGN section 4). Every part uses the head
+    of one fixed pool of ``test_subset`` test images, so parts and methods share images;
+    the ``*_images`` counts size each part (the CI half-width is printed beside each table)."""
     enabled: bool = False
-    test_subset: int = 2000
-    T: List[int] = field(default_factory=lambda: [1, 4, 32])
-    leaks: List[float] = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.8])
-    gaussian_sigma: List[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
-    salt_pepper_s: List[float] = field(default_factory=lambda: [0.95, 0.9, 0.8])
-    dynamic: List[bool] = field(default_factory=lambda: [False, True])
-    fgsm_eps: List[float] = field(default_factory=lambda: [0.01, 0.03, 0.05])
-    pgd_eps: List[float] = field(default_factory=lambda: [0.01, 0.03])
+    test_subset: int = 2000          # the image pool (first N of the test split's fixed order)
+    methods: List[str] = field(default_factory=list)   # [] = every method of the preset
+    T_fixed: List[int] = field(default_factory=lambda: [1, 4])  # besides each method's op. point
+    op_gap: float = 1.0              # operating point: first t within op_gap points of the ANN
+    T_max: int = 64                  # clean simulation up to this T when the records miss the op
+    eps: List[float] = field(default_factory=lambda: [1, 2, 4, 8])   # L-inf, units of 1/255
+    sources: List[str] = field(default_factory=lambda: ["relu", "qcfs", "steprelu"])
+    common_source: str = "relu"      # the headline transfer row
+    ann_attacks: List[str] = field(default_factory=lambda: ["fgsm", "pgd"])
     pgd_steps: int = 10
-    pgd_step_size: Optional[float] = None
-    snn_attack_T: List[int] = field(default_factory=lambda: [1, 4])
-    snn_attack_subset: int = 500
+    pgd_restarts: int = 2
+    snn_pgd_steps: int = 10          # white-box PGD through time (BPTT, surrogate gradient)
+    snn_pgd_restarts: int = 2
+    snn_points: List[str] = field(default_factory=lambda: ["T_1", "T_4", "T_op"])
+    snn_pgd_T_max: int = 64          # points with a larger T are not attacked white-box (stated)
+    noise_images: int = 2000
+    transfer_images: int = 1000
+    snn_attack_images: int = 200
+    leak_images: int = 2000
+    sanity_images: int = 100         # gradient-masking checks; 0 skips them
+    gaussian_sigma: List[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+    salt_pepper_s: List[float] = field(default_factory=lambda: [0.99, 0.95, 0.9, 0.8])
+    dynamic: List[bool] = field(default_factory=lambda: [False, True])
+    authors_s: float = 0.95          # the authors' AddNoise(s, p), static, always reported
+    authors_p: float = 0.5
+    leaks: List[float] = field(default_factory=lambda: [1.0, 0.99, 0.98, 0.95, 0.9, 0.8])
+    leak_modes: List[str] = field(default_factory=lambda: ["exp", "linear"])
     leak_noise: LeakNoise = field(default_factory=LeakNoise)
 
 
@@ -140,9 +160,28 @@ def _valid_keys(cfg: DictConfig, full_key: str) -> tuple[str, list[str]]:
     return parent, list(node.keys()) if isinstance(node, DictConfig) else []
 
 
+def _wrap_scalars(cfg, over):
+    """``over`` with a scalar given where ``cfg`` holds a list made a one-item list
+    (``leaks=0.9`` -> ``[0.9]``, ``methods=steprelu`` -> ``["steprelu"]``); the list's
+    item type then checks it. ``None`` stays None (the type check rejects it)."""
+    if isinstance(over, DictConfig):
+        over = OmegaConf.to_container(over, resolve=False)
+    if not isinstance(over, dict) or not isinstance(cfg, DictConfig):
+        return over
+    out = {}
+    for key, value in over.items():
+        node = cfg._get_node(key) if isinstance(key, str) and key in cfg else None
+        if OmegaConf.is_list(node) and value is not None and not isinstance(value, (list, tuple)):
+            value = [value]
+        elif OmegaConf.is_dict(node):
+            value = _wrap_scalars(node, value)
+        out[key] = value
+    return out
+
+
 def _merge(cfg: DictConfig, over, source: str) -> DictConfig:
     try:
-        return OmegaConf.merge(cfg, over)
+        return OmegaConf.merge(cfg, _wrap_scalars(cfg, over))
     except ConfigKeyError as exc:
         key = exc.full_key or str(exc.key)
         parent, valid = _valid_keys(cfg, key)
@@ -187,6 +226,38 @@ def _check_arch_kwargs(cfg: dict) -> None:
         raise PresetError(f"arch_kwargs {cfg['arch_kwargs']} do not fit {cfg['arch']}: {exc}") from None
 
 
+NON_EMPTY = ("methods", "seeds", "leaks", "summary_t")   # lists a run needs at least one item of
+NO_REPEATS = ("methods", "seeds")                        # a repeat would run (and record) twice
+SEED_RANGE = (0, 2**32 - 1)                              # what Lightning's seed_everything takes
+
+
+def _lists_ok(cfg: dict) -> None:
+    for key in NON_EMPTY:
+        if not cfg[key]:
+            raise PresetError(f"'{key}' needs at least one item, got []")
+    for key in NO_REPEATS:
+        repeated = sorted({v for v in cfg[key] if cfg[key].count(v) > 1}, key=str)
+        if repeated:
+            raise PresetError(f"'{key}' lists {', '.join(map(str, repeated))} more than once")
+    for s in cfg["seeds"]:
+        if not SEED_RANGE[0] <= s <= SEED_RANGE[1]:
+            raise PresetError(f"seeds must lie in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {s!r}")
+
+
+def _knob_types_ok(act: str, knobs: dict) -> None:
+    """A free-form knob still keeps the kind of its constructor default: a boolean is no
+    number (YAML's ``true`` for ``L`` would run with L = 1), a number no boolean."""
+    params = inspect.signature(ACTIVATIONS[act]).parameters
+    for key, value in knobs.items():
+        default = params[key].default
+        if default is inspect.Parameter.empty or default is None or value is None:
+            continue
+        if isinstance(default, bool) != isinstance(value, bool) or \
+                (isinstance(default, (int, float)) and not isinstance(value, (int, float))):
+            want = "a boolean" if isinstance(default, bool) else f"a number like its default {default!r}"
+            raise PresetError(f"bad value for 'activations.{act}.{key}': {value!r} is not {want}")
+
+
 def validate(cfg: dict) -> dict:
     _one_of(cfg["dataset"], list(DATASETS), "dataset")
     _one_of(cfg["arch"], models.ARCHITECTURES, "architecture")
@@ -194,12 +265,14 @@ def validate(cfg: dict) -> dict:
         raise PresetError("the preset lists no methods (key 'methods'); valid: " + ", ".join(RECIPES))
     for m in cfg["methods"]:
         _one_of(m, list(RECIPES), "method")
+    _lists_ok(cfg)
     for act, knobs in cfg["activations"].items():
         valid = activation_params(act)
         unknown = sorted(set(knobs) - set(valid))
         if unknown:
             raise PresetError(f"unknown preset key 'activations.{act}.{unknown[0]}'; valid keys under "
                               f"activations.{act} ({ACTIVATIONS[act].__name__}): {', '.join(valid) or '(none)'}")
+        _knob_types_ok(act, knobs)
     _check_arch_kwargs(cfg)
     if cfg["T_max"] < 1:
         raise PresetError(f"T_max must be an integer >= 1, got {cfg['T_max']!r}")
@@ -209,6 +282,8 @@ def validate(cfg: dict) -> dict:
     if not 0 < float(cfg["val_fraction"]) < 1:
         raise PresetError(f"val_fraction must lie in (0, 1), got {cfg['val_fraction']!r}")
     cfg["summary_t"] = [t for t in cfg["summary_t"] if t <= cfg["T_max"]]
+    if not cfg["summary_t"]:
+        raise PresetError(f"summary_t has no t <= T_max = {cfg['T_max']}")
     return cfg
 
 

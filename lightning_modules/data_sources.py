@@ -28,7 +28,7 @@ from annsnn.datasets import DATASETS
 
 from . import data_readers as R
 
-__all__ = ["DataUnavailableError", "load_in_memory", "find_imagenet", "DATA_ENV_VAR"]
+__all__ = ["DataUnavailableError", "check_data_dir", "load_in_memory", "find_imagenet", "DATA_ENV_VAR"]
 
 # Where data lives.  Module-level so tests (and odd machines) can repoint them;
 # they are read at call time, never bound as default arguments.
@@ -43,7 +43,27 @@ _CACHE_VERSION = 1
 
 
 class DataUnavailableError(RuntimeError):
-    """No source could supply the requested dataset."""
+    """No source could supply the requested dataset (or the given data folder is not there)."""
+
+    def one_line(self) -> str:
+        """What is missing and where it was looked for, with where the ways to supply it are:
+        what a command line prints (the full message is the library's)."""
+        lines = str(self).splitlines()
+        if len(lines) == 1:
+            return lines[0]
+        return (f"{lines[0]} Supply it with --data-dir DIR or {DATA_ENV_VAR}=DIR (layouts: README, "
+                "Data), one run with network access, or the offline copies.")
+
+
+def check_data_dir(data_dir: str | os.PathLike | None, what: str = "data_dir") -> Path | None:
+    """``data_dir`` as a Path, or an error when it names no folder: a typo must not
+    silently fall back to the default search (and train on data from somewhere else)."""
+    if data_dir is None:
+        return None
+    d = Path(data_dir).expanduser()
+    if not d.is_dir():
+        raise DataUnavailableError(f"{what} {d} {'is not a folder' if d.exists() else 'does not exist'}")
+    return d
 
 
 @rank_zero_only
@@ -218,7 +238,7 @@ def load_in_memory(name: str, data_dir: str | os.PathLike | None = None) -> dict
 
     # a. user-given folder wins over everything, including the decoded cache.
     if data_dir is not None:
-        d = Path(data_dir).expanduser()
+        d = check_data_dir(data_dir)
         src = _candidate_in_dir(name, d)
         if src is not None:
             stamp = _source_stamp(src)
@@ -267,6 +287,7 @@ def load_in_memory(name: str, data_dir: str | os.PathLike | None = None) -> dict
 def find_imagenet(data_dir: str | os.PathLike | None = None) -> Path:
     """ImageNet is never downloaded: data_dir / $ANNSNN_DATA, else the project cache."""
     tried = []
+    check_data_dir(data_dir)
     for d, what in ((data_dir, "data_dir"), (CACHE_DIR, "project cache")):
         if d is None:
             continue

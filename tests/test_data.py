@@ -361,6 +361,7 @@ def test_jpeg_tarball_reads_like_image_folder(tmp_path):
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10", "cifar100", "cifar10-jpeg", "imagenet"])
 def test_nothing_available_names_three_ways(nothing, name):
+    (nothing / "empty").mkdir()
     dm = D.build_datamodule(name, data_dir=nothing / "empty")
     with pytest.raises(D.DataUnavailableError) as e:
         dm.prepare_data()
@@ -374,6 +375,30 @@ def test_nothing_available_names_three_ways(nothing, name):
     for layout in ("MNIST/raw", "cifar-10-batches-py", "cifar10-jpeg/{train,test}", "imagenet/{train,val}"):
         assert layout in msg
     assert str(nothing / "empty") in msg  # says what it tried
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "imagenet"])
+def test_a_data_dir_that_is_not_there_is_an_error(nothing, name, monkeypatch):
+    """A typo in --data-dir used to fall through to the default search (and train on the
+    data found elsewhere); now it is one line naming the folder, at construction."""
+    for bad, why in ((nothing / "no-such", "does not exist"), (nothing / "a-file", "is not a folder")):
+        (nothing / "a-file").touch()
+        with pytest.raises(D.DataUnavailableError, match=f"^data_dir {bad} {why}$"):
+            D.build_datamodule(name, data_dir=bad)
+        with pytest.raises(D.DataUnavailableError, match=f"{bad} {why}"):
+            S.find_imagenet(bad) if name == "imagenet" else S.load_in_memory(name, bad)
+    monkeypatch.setenv(D.DATA_ENV_VAR, str(nothing / "no-such"))
+    with pytest.raises(D.DataUnavailableError, match=rf"^\${D.DATA_ENV_VAR} {nothing / 'no-such'} does not exist$"):
+        D.build_datamodule(name)
+
+
+def test_the_missing_data_message_has_a_one_line_form(nothing):
+    (nothing / "empty").mkdir()
+    with pytest.raises(D.DataUnavailableError) as e:
+        D.build_datamodule("cifar100", data_dir=nothing / "empty").prepare_data()
+    one = e.value.one_line()
+    assert "\n" not in one and one.startswith("No data for dataset 'cifar100'. Tried: ")
+    assert "--data-dir DIR" in one and D.DATA_ENV_VAR in one and str(nothing / "empty") in one
 
 
 def test_imagenet_folder(nothing):

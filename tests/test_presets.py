@@ -190,3 +190,57 @@ def test_cli_list_shows_every_preset(capsys):
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()] == presets.available()
     assert re.search(r"^smoke\s+fashion-mnist\s+cnn-small", out, re.M)
+
+
+# ----------------------------------------------------------------------------- --set keeps the preset's types (issue 14)
+
+def test_a_nested_override_changes_one_key_and_keeps_its_siblings(tmp_path, monkeypatch):
+    cfg = presets.load("smoke", ["activations.steprelu.theta=0.1"])
+    assert cfg["activations"]["steprelu"] == {**presets.ACTIVATION_DEFAULTS["steprelu"], "theta": 0.1}
+    path = write_preset(tmp_path, methods=["steprelu"], activations={"steprelu": {"L": 7, "phi": 0.5}})
+    assert presets.load(path, ["activations.steprelu.theta=0.2"])["activations"]["steprelu"] == \
+        {**presets.ACTIVATION_DEFAULTS["steprelu"], "theta": 0.2, "L": 7, "phi": 0.5}
+    # arch_kwargs: free-form, so the merge alone decides whether `cfg` survives a `width`
+    monkeypatch.setattr(presets, "_check_arch_kwargs", lambda cfg: None)
+    got = presets.load("cpu-cifar10", ["arch_kwargs.width=8"])["arch_kwargs"]
+    assert got == {"cfg": presets.load("cpu-cifar10")["arch_kwargs"]["cfg"], "width": 8}
+
+
+@pytest.mark.parametrize("assignment, key, want", [
+    ("leaks=0.9", "leaks", [0.9]), ("seeds=1", "seeds", [1]), ("methods=steprelu", "methods", ["steprelu"]),
+    ("summary_t=4", "summary_t", [4]), ("seeds=[1, 2]", "seeds", [1, 2]),
+])
+def test_a_scalar_where_a_list_belongs_is_wrapped(assignment, key, want):
+    assert presets.load("smoke", [assignment])[key] == want
+
+
+def test_a_scalar_in_a_preset_file_is_wrapped_too(tmp_path):
+    cfg = presets.load(write_preset(tmp_path, methods="qcfs", seeds=3))
+    assert cfg["methods"] == ["qcfs"] and cfg["seeds"] == [3]
+
+
+@pytest.mark.parametrize("assignment, words", [
+    ("leaks=[]", "'leaks' needs at least one item"), ("seeds=[]", "'seeds' needs at least one item"),
+    ("methods=[]", "no methods"), ("summary_t=[]", "'summary_t' needs at least one item"),
+    ("summary_t=[64]", "summary_t has no t <= T_max"),
+    ("seeds=[0, 0]", "'seeds' lists 0 more than once"),
+    ("methods=[qcfs, steprelu, qcfs]", "'methods' lists qcfs more than once"),
+    ("seeds=-1", "seeds must lie in [0, 4294967295]"),
+    ("leaks=yes", "leaks[0]"),           # YAML's yes is a boolean: wrapped, then rejected as no float
+    ("seeds=[1.5]", "seeds[0]"),
+])
+def test_empty_repeated_or_mistyped_lists_are_one_line_errors(assignment, words):
+    assert words in error(assignment)
+
+
+@pytest.mark.parametrize("assignment", ["T_max=true", "train.epochs=true", "batch_size=false", "seeds=[true]",
+                                        "train.warmup_epochs=true", "budget_minutes=true", "test_subset=true",
+                                        "activations.steprelu.L=true", "activations.qcfs.init_lam=true"])
+def test_a_boolean_for_a_number_is_rejected(assignment):
+    assert assignment.split("=")[0].split(".")[-1] in error(assignment)
+
+
+def test_activation_knobs_keep_their_kind():
+    assert "is not a boolean" in error("activations.steprelu.clip=1")
+    assert "is not a number" in error("activations.steprelu.theta=abc")
+    assert presets.load("smoke", ["activations.qcfs.init_lam=4"])["activations"]["qcfs"]["init_lam"] == 4

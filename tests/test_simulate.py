@@ -4,6 +4,7 @@ largest spike count per step) match hand counts."""
 from __future__ import annotations
 
 import copy
+import math
 import functools
 
 import pytest
@@ -417,3 +418,42 @@ def test_spike_hist_totals_and_levels_on_a_random_net(method):
     assert res.max_spikes_per_step == max(res.max_n_per_layer.values())
     if method == "steprelu":  # several levels in use, not only 0/1
         assert any(sum(1 for c in h[2:] if c) >= 2 for h in res.spike_hist.values())
+
+
+# ----------------------------------------------------------------------------- bad data is loud
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("with_ann", [True, False])
+def test_a_non_finite_image_is_an_error_naming_it(value, with_ann):
+    """One NaN image made every SOP and energy figure NaN and still counted as identical at
+    t = 1; now the run stops, naming the image and its batch in the loader's order."""
+    from annsnn.simulate import NonFiniteError
+    ann, x, y = small_steprelu_net(seed=4, n=24)
+    x = x.clone()
+    x[13, 0, 2, 3] = value
+    snn = convert(ann, "steprelu")
+    with pytest.raises(NonFiniteError, match=r"input image for image 13 \(batch 1, loader order\); "
+                                             r"1 of 24 images") as info:
+        simulate(snn, tiny_loader(x, y, batch_size=8), 4, ann=ann if with_ann else None, progress=False)
+    assert "\n" not in str(info.value)
+
+
+def test_a_non_finite_activation_is_an_error_naming_the_image():
+    """Finite images, but a weight that overflows for one image: the SNN (and ANN) outputs
+    are what is caught."""
+    from annsnn.simulate import NonFiniteError
+    net = hand_mlp()
+    with torch.no_grad():
+        net[2].weight[0, 2] = 3e38        # finite, but 3e38 x (a few spikes) overflows float32
+    x = torch.zeros(10, 4)
+    x[6, 2] = 1.0                          # only image 6 makes the third neuron spike
+    with pytest.raises(NonFiniteError, match=r"non-finite (SNN|ANN) output for image 6 \(batch 3"):
+        simulate(convert(net, "steprelu"), tiny_loader(x, batch_size=2), 3, ann=net, progress=False)
+    with pytest.raises(NonFiniteError, match=r"non-finite SNN output for image 6 \(batch 3"):
+        simulate(convert(net, "steprelu"), tiny_loader(x, batch_size=2), 3, progress=False)
+
+
+def test_finite_data_still_gives_finite_metrics():
+    ann, x, y = small_steprelu_net(seed=4, n=16)
+    res = simulate(convert(ann, "steprelu"), tiny_loader(x, y, batch_size=8), 4, ann=ann, progress=False)
+    assert all(map(math.isfinite, res.sops + res.acc + res.conv_error + list(res.firing_rate.values())))
