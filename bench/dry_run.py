@@ -42,8 +42,9 @@ OVERRIDES: list[str] = [
 ]
 # Robustness settings with a fixed dry-run value; every other robustness list (noise
 # levels and modes, attack budgets, leaks) keeps only its first value, so each kind runs once.
-ROBUSTNESS = {"test_subset": "4", "T": "[1,2]", "snn_attack_T": "[1]", "snn_attack_subset": "2",
-              "pgd_steps": "1"}
+ROBUSTNESS = {"test_subset": "4", "noise_images": "4", "transfer_images": "2", "snn_attack_images": "2",
+              "leak_images": "4", "sanity_images": "0", "T_max": "2", "T_fixed": "[1]",
+              "pgd_steps": "1", "pgd_restarts": "1", "snn_pgd_steps": "1", "snn_pgd_restarts": "1"}
 
 
 def overrides(cfg: dict) -> list[str]:

@@ -1,0 +1,264 @@
+"""The robustness stage's measurements for one seed (issue 13, DESIGN section 4).
+
+Every part uses the head of one fixed pool of test images, so methods, parts, T and
+leaks share images, and noise is drawn per (seed, image, step) (annsnn.noise.draw_paired),
+so they share draws too. Each method is evaluated at three points: T = 1, T = 4 and its
+operating point (the first t within ``op_gap`` points of its ANN); one simulation of the
+largest needed T gives every point. Each row keeps its per-image correctness, from which
+robust accuracy (per-image minimum over attacks) and the paired tests are computed.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from annsnn import convert, simulate
+from annsnn.attacks import UnrolledSNN, fgsm, pgd
+from annsnn.noise import make_perturbation
+from annsnn.progress import progress_bar
+from annsnn.recipes import get_recipe
+
+from .costs import operating_t
+from .robust_stats import pack
+
+FIELDS = ["seed", "family", "method", "source", "attack", "mode", "level", "leak", "leak_mode",
+          "point", "T", "n", "acc", "correct", "note", "wall_s"]
+# family: clean | noise | ann (a source ANN's own white-box accuracy, method = the source) |
+#         transfer (crafted on ``source``, run on the SNN) | snn_pgd (white-box PGD through time) |
+#         leak (the leak study under ``leak_noise``) | sanity (gradient-masking checks)
+# level: eps in units of 1/255 for attacks, sigma or s for noise, 0 for clean
+# point: T_1, T_4, T_op (or ANN); T: the step it stands for; n: images; correct: packed bits
+AUTHORS = "salt_pepper_authors"   # the authors' AddNoise(s, p): static, on a fraction p of images
+
+
+def _tensors(loader):
+    xs, ys = zip(*[(x, y) for x, y in loader])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _loader(x, y, bs):
+    return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=False)
+
+
+def _convert(ann, method, calib, leak=1.0, leak_mode="exp"):
+    if leak_mode == "exp" and leak == 1.0:
+        return convert(ann, method, calib, 1.0)
+    if "leak_mode" not in inspect.signature(convert).parameters:
+        if leak_mode != "exp":
+            raise RuntimeError("annsnn.convert has no leak_mode: the linear leak is not available")
+        return convert(ann, method, calib, leak)
+    return convert(ann, method, calib, leak, leak_mode=leak_mode)
+
+
+def points(rc: dict, op: int) -> dict[str, int]:
+    """{"T_1": 1, "T_4": 4, "T_op": op} from ``T_fixed`` and the operating point."""
+    out = {f"T_{t}": int(t) for t in rc["T_fixed"]}
+    out["T_op"] = int(op)
+    return out
+
+
+def choose_op(record: dict | None, rc: dict, clean_sim=None) -> tuple[int, str]:
+    """(operating t, how it was found). From the seed's record (bench.costs.operating_t);
+    if its T_max does not reach it, from ``clean_sim(T) -> (acc list, ann_acc)``, a clean
+    simulation up to rc["T_max"] on the stage's images; else rc["T_max"]."""
+    gap = float(rc["op_gap"])
+    if record is not None:
+        t = operating_t(record, gap)
+        if t is not None:
+            return t, f"records: within {gap:g} pt at t = {t}"
+        if rc["T_max"] <= record["T_max"] or clean_sim is None:
+            return int(rc["T_max"]), f"not reached by T = {record['T_max']}: T_max"
+    if clean_sim is None:
+        return int(rc["T_max"]), "no record: T_max"
+    acc, ann_acc = clean_sim(int(rc["T_max"]))
+    t = operating_t({"acc": acc, "ann_acc": ann_acc}, gap)
+    if t is not None:
+        return t, f"stage simulation: within {gap:g} pt at t = {t}"
+    return int(rc["T_max"]), f"not reached by T = {rc['T_max']}: T_max"
+
+
+def _pgd(model, x, y, eps, steps, restarts, seed):
+    return pgd(model, x, y, eps, steps=steps, seed=seed, restarts=restarts) if restarts > 1 \
+        else pgd(model, x, y, eps, steps=steps, seed=seed)
+
+
+class _Stage:
+    def __init__(self, cfg, anns, dm, seed, records, progress):
+        self.cfg, self.rc, self.anns, self.seed = cfg, cfg["robustness"], anns, seed
+        self.calib = dm.calib_dataloader()
+        self.bs = cfg["eval_batch_size"]
+        self.x, self.y = _tensors(dm.test_dataloader())
+        self.rows: list[dict] = []
+        self.records = {r["method"]: r for r in records
+                        if float(r.get("leak", 1.0)) == 1.0 and r.get("seed", seed) == seed}
+        self.progress = progress
+        wanted = self.rc["methods"] or cfg["methods"]
+        self.methods = [m for m in cfg["methods"] if m in wanted and get_recipe(m).activation in anns]
+        self.snns, self.pts = {}, {}
+
+    def head(self, key):
+        n = min(int(self.rc[key]), len(self.y))
+        return self.x[:n], self.y[:n]
+
+    def add(self, **kw):
+        row = dict(seed=self.seed, family="", method="", source="-", attack="-", mode="-", level=0.0,
+                   leak=1.0, leak_mode="-", point="-", T=0, n=0, acc=0.0, correct="", note="", wall_s=0.0)
+        row.update(kw)
+        self.rows.append(row)
+
+    def add_sim(self, res, method, pts=None, **kw):
+        """One row per evaluation point from one simulation (predictions [n, T])."""
+        for name, t in (pts or self.pts[method]).items():
+            ok = (res.predictions[:, t - 1] == res.labels).numpy()
+            self.add(method=method, point=name, T=t, n=len(ok), acc=float(ok.mean()),
+                     correct=pack(ok), **kw)
+
+    def sim(self, snn, x, y, T, perturb=None, ann=None):
+        return simulate(snn, _loader(x, y, self.bs), T, ann=ann, perturb=perturb, seed=self.seed,
+                        progress=False)
+
+    def T_need(self, method):
+        return max(self.pts[method].values())
+
+    # -- parts ---------------------------------------------------------------------------
+    def clean_and_points(self):
+        x, y = self.head("noise_images")
+        for m in self.methods:
+            ann = self.anns[get_recipe(m).activation]
+            snn = self.snns[m] = _convert(ann, m, self.calib)
+            cache = {}
+
+            def clean_sim(T, snn=snn, ann=ann):
+                cache["res"] = self.sim(snn, x, y, T, ann=ann)
+                return cache["res"].acc, cache["res"].ann_acc
+
+            op, note = choose_op(self.records.get(m), self.rc, clean_sim)
+            self.pts[m] = points(self.rc, op)
+            res = cache.get("res")
+            if res is None or res.T_max < self.T_need(m):
+                res = self.sim(snn, x, y, self.T_need(m))
+            self.add_sim(res, m, family="clean", attack="clean", note=note)
+
+    def noise(self):
+        x, y = self.head("noise_images")
+        rc = self.rc
+        settings = [(k, lv, dyn) for k, lvs in (("gaussian", rc["gaussian_sigma"]),
+                                                 ("salt_pepper", rc["salt_pepper_s"]))
+                    for lv in lvs for dyn in rc["dynamic"]]
+        for m in self.methods:
+            for kind, level, dyn in settings:
+                res = self.sim(self.snns[m], x, y, self.T_need(m), make_perturbation(kind, level, dyn))
+                self.add_sim(res, m, family="noise", attack=kind, mode="dynamic" if dyn else "static",
+                             level=float(level))
+            p = make_perturbation("salt_pepper", rc["authors_s"], False, p_image=rc["authors_p"])
+            res = self.sim(self.snns[m], x, y, self.T_need(m), p)
+            self.add_sim(res, m, family="noise", attack=AUTHORS, mode="static", level=float(rc["authors_s"]),
+                         note=f"AddNoise({rc['authors_s']:g}, {rc['authors_p']:g})")
+
+    def transfer(self, bar):
+        x, y = self.head("transfer_images")
+        rc = self.rc
+        for src in [s for s in rc["sources"] if s in self.anns]:
+            ann = self.anns[src].eval()
+            with torch.inference_mode():
+                ok = torch.cat([ann(xb).argmax(1) == yb for xb, yb in _loader(x, y, self.bs)]).numpy()
+            self.add(family="ann", method=src, source=src, attack="clean", point="ANN", n=len(ok),
+                     acc=float(ok.mean()), correct=pack(ok))
+            for kind in rc["ann_attacks"]:
+                for eps in rc["eps"]:
+                    e = float(eps) / 255
+                    if kind == "fgsm":
+                        xa = torch.cat([fgsm(ann, xb, yb, e) for xb, yb in _loader(x, y, self.bs)])
+                    else:
+                        xa = torch.cat([_pgd(ann, xb, yb, e, rc["pgd_steps"], rc["pgd_restarts"], self.seed)
+                                        for xb, yb in _loader(x, y, self.bs)])
+                    with torch.inference_mode():
+                        ok = torch.cat([ann(xb).argmax(1) == yb for xb, yb in _loader(xa, y, self.bs)]).numpy()
+                    self.add(family="ann", method=src, source=src, attack=kind, level=float(eps), point="ANN",
+                             n=len(ok), acc=float(ok.mean()), correct=pack(ok))
+                    for m in self.methods:
+                        res = self.sim(self.snns[m], xa, y, self.T_need(m))
+                        self.add_sim(res, m, family="transfer", source=src, attack=kind, level=float(eps))
+                    bar.update()
+
+    def snn_pgd(self, bar):
+        x, y = self.head("snn_attack_images")
+        rc = self.rc
+        for m in self.methods:
+            snn = self.snns[m]
+            done = {}
+            for name in rc["snn_points"]:
+                t = self.pts[m].get(name)
+                if t is None:
+                    continue
+                for eps in rc["eps"]:
+                    if t > rc["snn_pgd_T_max"]:
+                        self.add(family="snn_pgd", method=m, attack="pgd", level=float(eps), point=name, T=t,
+                                 n=0, acc=float("nan"), note=f"not run: T > snn_pgd_T_max = {rc['snn_pgd_T_max']}")
+                        continue
+                    if (t, eps) not in done:
+                        e = float(eps) / 255
+                        xa = torch.cat([_pgd(UnrolledSNN(snn, t), xb, yb, e, rc["snn_pgd_steps"],
+                                             rc["snn_pgd_restarts"], self.seed)
+                                        for xb, yb in _loader(x, y, self.bs)])
+                        res = self.sim(snn, xa, y, t)
+                        done[(t, eps)] = (res.predictions[:, t - 1] == res.labels).numpy()
+                    ok = done[(t, eps)]
+                    self.add(family="snn_pgd", method=m, attack="pgd", level=float(eps), point=name, T=t,
+                             n=len(ok), acc=float(ok.mean()), correct=pack(ok),
+                             note=f"PGD-{rc['snn_pgd_steps']} x {rc['snn_pgd_restarts']} restarts through {t} steps")
+            bar.update()
+
+    def leak(self, bar):
+        x, y = self.head("leak_images")
+        rc, lk = self.rc, self.rc["leak_noise"]
+        for m in self.methods:
+            ann = self.anns[get_recipe(m).activation]
+            variants = [(1.0, "-")] + [(float(lv), mode) for mode in rc["leak_modes"]
+                                       for lv in rc["leaks"] if float(lv) != 1.0]
+            for leak, mode in variants:
+                snn = self.snns[m] if leak == 1.0 else _convert(ann, m, self.calib, leak, mode)
+                for dyn in lk["dynamic"]:
+                    p = make_perturbation(lk["kind"], lk["level"], dyn)
+                    res = self.sim(snn, x, y, self.T_need(m), p)
+                    self.add_sim(res, m, family="leak", attack=lk["kind"], mode="dynamic" if dyn else "static",
+                                 level=float(lk["level"]), leak=leak, leak_mode=mode)
+            bar.update()
+
+    def sanity(self):
+        n = int(self.rc["sanity_images"])
+        if n <= 0:
+            return
+        from annsnn.attack_checks import gradient_masking_checks as fn
+
+        from .robust_sanity import run_checks
+        x, y = self.head("sanity_images")
+        for m in self.methods:
+            src = self.anns[get_recipe(m).activation]
+            for row in run_checks(fn, self.snns[m], src, x, y, self.pts[m], self.rc, self.seed):
+                self.add(family="sanity", method=m, **row)
+
+
+def evaluate(cfg: dict, anns: dict, dm, seed: int, records: list[dict], progress: bool = True) -> list[dict]:
+    """All robustness rows of one seed (see FIELDS); ``wall_s`` is the stage's wall time."""
+    t0 = time.time()
+    st = _Stage(cfg, anns, dm, seed, records, progress)
+    rc = st.rc
+    n_src = len([s for s in rc["sources"] if s in anns])
+    total = n_src * len(rc["ann_attacks"]) * len(rc["eps"]) + 2 * len(st.methods)
+    bar = progress_bar(total=total, desc="robustness", disable=not progress)
+    with torch.random.fork_rng():   # the stage draws nothing from the global RNG that others see
+        st.clean_and_points()
+        st.noise()
+        st.transfer(bar)
+        st.snn_pgd(bar)
+        st.leak(bar)
+        st.sanity()
+    bar.close()
+    wall = time.time() - t0
+    for r in st.rows:
+        r["wall_s"] = round(wall, 1)
+    return st.rows

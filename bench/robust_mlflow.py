@@ -1,0 +1,77 @@
+"""Robustness curves in MLflow (issue 13 item 7): each curve is ONE metric whose step is the
+perturbation strength, so charting one metric over the method runs overlays their curves.
+
+Metric names (mean over the rows' seeds; <point> is T_1, T_4 or T_op):
+  rob/clean/<point>                         step 0
+  rob/transfer_<source>_<attack>/<point>    step = eps in units of 1/255
+  rob/pgd_snn/<point>                       step = eps in units of 1/255 (white-box, through time)
+  rob/robust/<point>                        step = eps in units of 1/255 (per-image min over attacks)
+  rob/noise_<sp|gauss>_<static|dynamic>/<point>   step = s or sigma in percent
+  rob/noise_authors/<point>                 step = s in percent (AddNoise(s, p), static)
+  rob/leak_<exp|linear>_<sp|gauss>_<static|dynamic>/<point>   step = leak in percent (leak 1 = 100
+                                            is on both modes' curves: it is the same neuron)
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .robust_render import robust_rows
+
+SHORT = {"salt_pepper": "sp", "gaussian": "gauss"}
+
+
+def _step(v: float) -> int:
+    return int(round(v))
+
+
+def curves(rows: list[dict], method: str) -> dict[str, dict[int, float]]:
+    """{metric key: {step: accuracy}} for one method (accuracy as a fraction, mean over seeds)."""
+    acc = defaultdict(lambda: defaultdict(list))
+    mine = [r for r in rows if r["method"] == method and r["n"]]
+    for r in mine:
+        f, pt = r["family"], r["point"]
+        if f == "clean":
+            acc[f"rob/clean/{pt}"][0].append(r["acc"])
+        elif f == "transfer":
+            acc[f"rob/transfer_{r['source']}_{r['attack']}/{pt}"][_step(r["level"])].append(r["acc"])
+        elif f == "snn_pgd":
+            acc[f"rob/pgd_snn/{pt}"][_step(r["level"])].append(r["acc"])
+        elif f == "noise" and r["attack"] == "salt_pepper_authors":
+            acc[f"rob/noise_authors/{pt}"][_step(100 * r["level"])].append(r["acc"])
+        elif f == "noise":
+            acc[f"rob/noise_{SHORT[r['attack']]}_{r['mode']}/{pt}"][_step(100 * r["level"])].append(r["acc"])
+        elif f == "leak":
+            modes = sorted({x["leak_mode"] for x in mine if x["family"] == "leak" and x["leak_mode"] != "-"}) \
+                if r["leak_mode"] == "-" else [r["leak_mode"]]
+            for lm in modes:
+                acc[f"rob/leak_{lm}_{SHORT[r['attack']]}_{r['mode']}/{pt}"][_step(100 * r["leak"])].append(r["acc"])
+    for r in robust_rows(rows):
+        if r["method"] == method and r["n"]:
+            acc[f"rob/robust/{r['point']}"][_step(r["level"])].append(r["acc"])
+    return {k: {s: float(np.mean(v)) for s, v in sorted(c.items())} for k, c in acc.items()}
+
+
+def log_to_mlflow(client, run_id: str, cfg: dict, rows: list[dict], method: str, out_dir: Path) -> list[Path]:
+    """Log ``method``'s curves, its rows as an MLflow table and its figures into ``run_id``;
+    returns the files written under ``out_dir`` (and logged as artifacts)."""
+    from mlflow.entities import Metric
+
+    from . import robustness
+
+    ts = int(time.time() * 1000)
+    metrics = [Metric(key, value, ts, step) for key, c in curves(rows, method).items() for step, value in c.items()]
+    for i in range(0, len(metrics), 1000):   # MLflow's log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    mine = [r for r in rows if r["method"] == method]
+    if mine:
+        import pandas as pd
+        client.log_table(run_id, data=pd.DataFrame(mine, columns=robustness.FIELDS),
+                         artifact_file=f"robustness_{method}.json")
+    files = robustness.write(dict(cfg, methods=[method]), mine, Path(out_dir))
+    for f in files:
+        client.log_artifact(run_id, str(f))
+    return files

@@ -1,0 +1,98 @@
+"""Seaborn figures of the robustness stage, from its rows (issue 13 item 6): accuracy vs eps
+with 95 % CI bands over seeds, the transfer matrix as a heatmap, noise sweeps, and leak vs
+accuracy under noise. Each figure is drawn at every method's operating point (T_op)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .robust_render import methods_of, robust_rows  # noqa: E402
+
+FILES = ("robustness_eps.png", "robustness_transfer.png", "robustness_noise.png", "robustness_leak.png")
+
+
+def _frame(rows) -> pd.DataFrame:
+    df = pd.DataFrame([{k: r[k] for k in ("seed", "family", "method", "source", "attack", "mode", "level",
+                                          "leak", "leak_mode", "point", "n", "acc")} for r in rows])
+    df = df[df["n"] > 0].copy()
+    df["acc"] = 100 * df["acc"]
+    return df
+
+
+def _save(g, path: Path) -> Path:
+    fig = g.figure if hasattr(g, "figure") else g
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plots(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
+    """The figures that have data, written into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    methods = methods_of(cfg, rows)
+    if not methods:
+        return []
+    df = _frame(rows)
+    op = df[df["point"] == "T_op"]
+    files = []
+    src = cfg["robustness"]["common_source"]
+    # accuracy vs eps: common-source transfer PGD, white-box PGD through time, robust (min over attacks)
+    clean = op[op["family"] == "clean"].assign(level=0.0)
+    rob = pd.DataFrame([dict(seed=r["seed"], method=r["method"], level=r["level"], acc=100 * r["acc"])
+                        for r in robust_rows(rows) if r["point"] == "T_op" and r["n"]])
+    curves = []
+    for name, part in ((f"PGD from the {src} ANN", op[(op["family"] == "transfer") & (op["source"] == src)
+                                                      & (op["attack"] == "pgd")]),
+                       ("white-box PGD through time", op[op["family"] == "snn_pgd"]),
+                       ("robust (min over attacks)", rob)):
+        if len(part):
+            curves.append(pd.concat([clean, part])[["seed", "method", "level", "acc"]].assign(panel=name))
+    if curves:
+        data = pd.concat(curves, ignore_index=True)
+        g = sns.relplot(data=data, x="level", y="acc", hue="method", hue_order=methods, col="panel",
+                        kind="line", marker="o", errorbar=("ci", 95), height=3.4, aspect=1.1)
+        g.set_axis_labels("eps (units of 1/255)", "accuracy (%) at T_op")
+        g.set_titles("{col_name}")
+        files.append(_save(g, out / FILES[0]))
+    tr = op[op["family"] == "transfer"]
+    if len(tr):
+        eps = tr["level"].max()
+        att = "pgd" if (tr["attack"] == "pgd").any() else tr["attack"].iloc[0]
+        mat = (tr[(tr["level"] == eps) & (tr["attack"] == att)].groupby(["source", "method"])["acc"].mean()
+               .unstack("method").reindex(columns=[m for m in methods if m in set(tr["method"])]))
+        fig, ax = plt.subplots(figsize=(1.1 * mat.shape[1] + 2.5, 0.6 * mat.shape[0] + 1.8))
+        sns.heatmap(mat, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "accuracy (%)"})
+        ax.set_title(f"{att.upper()} eps {eps:g}/255 crafted on (rows), run on SNN at T_op (columns)")
+        ax.set_xlabel("SNN method")
+        ax.set_ylabel("source ANN")
+        files.append(_save(fig, out / FILES[1]))
+    nz = op[(op["family"] == "noise") & (op["attack"] != "salt_pepper_authors")].copy()
+    if len(nz):
+        nz["setting"] = nz["attack"] + ", " + nz["mode"]
+        g = sns.relplot(data=nz, x="level", y="acc", hue="method", hue_order=methods, col="setting",
+                        kind="line", marker="o", errorbar=("ci", 95), height=3.2, aspect=1.0,
+                        facet_kws={"sharex": False})
+        g.set_axis_labels("noise level (s or sigma)", "accuracy (%) at T_op")
+        g.set_titles("{col_name}")
+        files.append(_save(g, out / FILES[2]))
+    lk = op[op["family"] == "leak"]
+    if len(lk):
+        modes = [m for m in cfg["robustness"]["leak_modes"]]
+        parts = [lk[lk["leak_mode"].isin([m, "-"])].assign(leak_mode=m) for m in modes]
+        data = pd.concat(parts, ignore_index=True)
+        data["noise"] = data["mode"]
+        g = sns.relplot(data=data, x="leak", y="acc", hue="method", hue_order=methods, style="leak_mode",
+                        col="noise", kind="line", marker="o", errorbar=("ci", 95), height=3.4, aspect=1.1)
+        lkc = cfg["robustness"]["leak_noise"]
+        g.set_axis_labels("leak", f"accuracy (%) at T_op under {lkc['kind']} {lkc['level']:g}")
+        g.set_titles("{col_name} noise")
+        for ax in g.axes.flat:
+            ax.invert_xaxis()
+        files.append(_save(g, out / FILES[3]))
+    return files

@@ -1,0 +1,246 @@
+"""The robustness stage (bench/robustness.py, issue 13): row schema, rendering as a pure
+function of the CSV, robust accuracy as a per-image minimum, the operating-point choice, the
+leak statistics, the MLflow curves and the figures. Tiny untrained nets, seconds."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from annsnn import models
+from bench import presets, robustness
+from bench.robust_eval import choose_op, points
+from bench.robust_render import leak_comparisons, robust_rows
+from bench.robust_stats import bits, pack, paired
+
+METHODS = ["robustnorm", "qcfs", "steprelu"]
+TINY = ["robustness.enabled=true", "robustness.test_subset=24", "robustness.noise_images=24",
+        "robustness.transfer_images=12", "robustness.snn_attack_images=6", "robustness.leak_images=24",
+        "robustness.sanity_images=6", "robustness.T_max=6", "robustness.eps=[4, 8]",
+        "robustness.pgd_steps=2", "robustness.pgd_restarts=1", "robustness.snn_pgd_steps=2",
+        "robustness.snn_pgd_restarts=1", "robustness.gaussian_sigma=[0.1]", "robustness.salt_pepper_s=[0.9]",
+        "robustness.leaks=[1.0, 0.9]", "robustness.leak_modes=[exp, linear]",
+        "robustness.sources=[relu, qcfs, steprelu]", "robustness.ann_attacks=[fgsm, pgd]",
+        "robustness.snn_points=[T_1, T_4, T_op]", "robustness.snn_pgd_T_max=2", "robustness.methods=[]",
+        "robustness.leak_noise.dynamic=[false, true]",
+        f"methods=[{', '.join(METHODS)}]", "eval_batch_size=8", "T_max=4"]
+
+
+class FakeDM:
+    def __init__(self, n=24, size=8):
+        g = torch.Generator().manual_seed(0)   # four classes, each a bright quadrant, plus noise
+        self.y = torch.arange(n) % 4
+        self.x = 0.35 * torch.rand(n, 1, size, size, generator=g)
+        h = size // 2
+        for i, c in enumerate(self.y.tolist()):
+            self.x[i, 0, (c // 2) * h:(c // 2 + 1) * h, (c % 2) * h:(c % 2 + 1) * h] += 0.5
+
+    def test_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
+
+    def calib_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=8)
+
+
+def _anns():
+    torch.manual_seed(0)
+    out = {}
+    for act in ("relu", "qcfs", "steprelu"):
+        knobs = {"relu": {}, "qcfs": {"L": 4}, "steprelu": {"theta": 0.2, "L": 4}}[act]
+        net = models.build("cnn-small", {"name": act, **knobs}, 10, 1, 8, width=4)
+        dm = FakeDM()   # a few Adam steps: nets that see their input, so noise and attacks change answers
+        opt = torch.optim.Adam(net.parameters(), lr=0.02)
+        for _ in range(30):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(dm.x), dm.y).backward()
+            opt.step()
+        out[act] = net.eval()
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage():
+    cfg = presets.load("smoke", TINY)
+    rows = robustness.evaluate(cfg, _anns(), FakeDM(), 0, records=[], progress=False)
+    return cfg, rows
+
+
+def _row(**kw):
+    base = dict(seed=0, family="clean", method="m", source="-", attack="clean", mode="-", level=0.0, leak=1.0,
+                leak_mode="-", point="T_1", T=1, n=0, acc=0.0, correct="", note="", wall_s=1.0)
+    base.update(kw)
+    if "ok" in kw:
+        ok = np.asarray(base.pop("ok"), dtype=bool)
+        base.update(n=len(ok), acc=float(ok.mean()), correct=pack(ok))
+    return base
+
+
+def test_rows_follow_the_schema_and_carry_per_image_correctness(stage):
+    cfg, rows = stage
+    assert {r["family"] for r in rows} == {"clean", "noise", "ann", "transfer", "snn_pgd", "leak", "sanity"}
+    san = [r for r in rows if r["family"] == "sanity"]
+    assert len(san) == 3 * len(METHODS) and all(r["note"].startswith(("pass: ", "FAIL: ")) for r in san)
+    for r in rows:
+        assert list(r) == robustness.FIELDS
+        if r["n"] and r["family"] != "sanity":   # sanity rows hold a check's value, no images
+            assert bits(r).mean() == pytest.approx(r["acc"]) and len(bits(r)) == r["n"]
+    for m in METHODS:
+        pts = {r["point"]: r["T"] for r in rows if r["family"] == "clean" and r["method"] == m}
+        assert set(pts) == {"T_1", "T_4", "T_op"} and pts["T_1"] == 1 and pts["T_4"] == 4
+    # eps in units of 1/255, each part on the head of the pool at its own size
+    assert {r["level"] for r in rows if r["family"] in ("transfer", "snn_pgd")} == {4.0, 8.0}
+    assert {r["n"] for r in rows if r["family"] == "transfer"} == {12}
+    assert {r["n"] for r in rows if r["family"] == "snn_pgd" and r["T"] <= 2} == {6}
+    assert all(r["n"] == 0 and r["note"].startswith("not run") for r in rows
+               if r["family"] == "snn_pgd" and r["T"] > 2)   # snn_pgd_T_max = 2: stated, not hidden
+    assert {r["source"] for r in rows if r["family"] == "transfer"} == {"relu", "qcfs", "steprelu"}
+    # leak 1 once (the same neuron in both modes), leak 0.9 in both modes
+    assert {(r["leak"], r["leak_mode"]) for r in rows if r["family"] == "leak"} == \
+        {(1.0, "-"), (0.9, "exp"), (0.9, "linear")}
+    assert len({r["wall_s"] for r in rows}) == 1 and rows[0]["wall_s"] > 0
+
+
+def test_noise_is_paired_across_parts(stage):
+    """The leak study's leak-1 rows and the sweep's rows under the same noise, on the same
+    images, are the same measurement: same draws per (seed, image, step)."""
+    cfg, rows = stage
+    lk = cfg["robustness"]["leak_noise"]
+    for r in rows:
+        if r["family"] == "leak" and r["leak"] == 1.0:
+            twin = [s for s in rows if s["family"] == "noise" and s["method"] == r["method"] and
+                    s["point"] == r["point"] and s["attack"] == lk["kind"] and s["level"] == lk["level"]
+                    and s["mode"] == r["mode"]]
+            assert len(twin) == 1 and twin[0]["correct"] == r["correct"]
+
+
+def test_render_is_a_function_of_the_csv(stage, tmp_path):
+    cfg, rows = stage
+    files = robustness.write(cfg, rows, tmp_path)
+    back = robustness.read_rows(tmp_path / "robustness.csv")
+    assert len(back) == len(rows)
+    for a, b in zip(rows, back):
+        assert {k: v for k, v in a.items() if not (isinstance(v, float) and math.isnan(v))} == \
+            {k: v for k, v in b.items() if not (isinstance(v, float) and math.isnan(v))}
+    text = (tmp_path / "robustness.md").read_text()
+    assert text == robustness.render(cfg, back)
+    for section in ("## Operating points", "## Clean and robust accuracy", "## Headline: PGD crafted on the relu",
+                    "## White-box PGD through time", "## Transfer matrix", "## Noise", "## Leak under",
+                    "## Gradient-masking sanity checks"):
+        assert section in text
+    assert "95 % CI half-width" in text and "Stage wall time per seed: seed 0:" in text
+    pngs = [f for f in files if f.suffix == ".png"]
+    assert sorted(f.name for f in pngs) == sorted(["robustness_eps.png", "robustness_transfer.png",
+                                                   "robustness_noise.png", "robustness_leak.png"])
+    for f in pngs:
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000
+
+
+def test_robust_accuracy_is_the_per_image_minimum_over_attacks():
+    """Each attack alone leaves 3 of 4 images correct, but on different images: robust is 2 of 4,
+    not the 3 of 4 that a minimum over accuracies would give."""
+    rows = [_row(ok=[1, 1, 1, 1, 1, 1]),
+            _row(family="transfer", source="relu", attack="pgd", level=8.0, ok=[0, 1, 1, 1]),
+            _row(family="transfer", source="qcfs", attack="pgd", level=8.0, ok=[1, 0, 1, 1]),
+            _row(family="snn_pgd", attack="pgd", level=8.0, ok=[1, 1, 1, 1, 0]),
+            _row(family="transfer", source="relu", attack="pgd", level=4.0, ok=[1, 1, 1, 1])]
+    rob = {r["level"]: r for r in robust_rows(rows)}
+    assert rob[8.0]["n"] == 4 and rob[8.0]["acc"] == 0.5 and rob[8.0]["whitebox"]
+    assert rob[4.0]["acc"] == 1.0 and not rob[4.0]["whitebox"]
+    # a clean mistake is never robust
+    rows[0] = _row(ok=[1, 1, 0, 1, 1, 1])
+    assert {r["level"]: r for r in robust_rows(rows)}[8.0]["acc"] == 0.25
+
+
+def test_operating_point_from_records_else_a_longer_simulation_else_T_max():
+    rc = {"op_gap": 1.0, "T_max": 8, "T_fixed": [1, 4]}
+    rec = {"ann_acc": 0.90, "acc": [0.5, 0.85, 0.895, 0.9], "T_max": 4}
+    calls = []
+
+    def sim(T):
+        calls.append(T)
+        return [0.1] * 5 + [0.895, 0.9, 0.9], 0.9
+
+    assert choose_op(rec, rc, sim)[0] == 3 and not calls            # within 1 point at t = 3
+    rec2 = dict(rec, acc=[0.5, 0.6, 0.7, 0.8])
+    t, note = choose_op(rec2, rc, sim)
+    assert (t, calls) == (6, [8]) and "stage simulation" in note       # not by 4: simulate to 8
+    assert choose_op(rec2, rc, lambda T: ([0.1] * T, 0.9))[0] == 8    # never: T_max
+    assert choose_op(rec2, dict(rc, T_max=4), sim)[0] == 4 and calls == [8]  # records already went as far
+    assert points(rc, 6) == {"T_1": 1, "T_4": 4, "T_op": 6}
+
+
+def test_leak_comparison_statistics_on_constructed_data():
+    from scipy import stats as sps
+    rows = []
+    n = 40
+    for seed, k in ((0, 6), (1, 2), (2, 4)):
+        base = np.zeros(n, bool)
+        base[:20] = True
+        other = base.copy()
+        other[20:20 + k] = True          # k images only the leak gets right
+        other[0] = False                 # one image only leak 1 gets right
+        rows += [_row(seed=seed, family="leak", attack="salt_pepper", mode="dynamic", level=0.9, point="T_op",
+                      ok=base),
+                 _row(seed=seed, family="leak", attack="salt_pepper", mode="dynamic", level=0.9, point="T_op",
+                      leak=0.9, leak_mode="exp", ok=other)]
+    (c,) = leak_comparisons(rows)
+    diffs = [100 * (k - 1) / n for k in (6, 2, 4)]
+    assert c["cmp"].diff == pytest.approx(np.mean(diffs))
+    half = sps.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert (c["cmp"].lo, c["cmp"].hi) == pytest.approx((np.mean(diffs) - half, np.mean(diffs) + half))
+    assert (c["cmp"].only_a, c["cmp"].only_b) == (12, 3) and c["cmp"].ci_kind == "t over seeds"
+    assert c["cmp"].p == pytest.approx(sps.binomtest(3, 15, 0.5).pvalue)
+    one = paired({0: rows[1]}, {0: rows[0]})   # one seed: the per-image interval
+    d = bits(rows[1]).astype(float) - bits(rows[0]).astype(float)
+    assert one.hi - one.lo == pytest.approx(2 * 100 * 1.959964 * d.std(ddof=1) / np.sqrt(n), rel=1e-4)
+    cl = robustness.claims({"methods": ["m"], "robustness": {"leak_noise": {"kind": "salt_pepper", "level": 0.9}}},
+                           rows + [_row(ok=[1])])
+    # +7.5 points, p = 0.035 < 0.05 (one comparison), but the t interval over 3 seeds contains 0
+    assert cl["leak"]["verdict"] == "not supported" and any("+7.50" in line for line in cl["leak"]["lines"])
+    rows[4:6] = [dict(r, seed=1) for r in rows[0:2]]   # seeds agree: the interval excludes 0
+    rows[2:4] = [dict(r, seed=2) for r in rows[0:2]]
+    assert robustness.claims({"methods": ["m"], "robustness": {"leak_noise": {"kind": "salt_pepper", "level": 0.9}}},
+                             rows + [_row(ok=[1])])["leak"]["verdict"] == "supported"
+
+
+def test_log_to_mlflow_writes_each_curve_with_its_strength_as_step(stage, tmp_path):
+    from mlflow.tracking import MlflowClient
+    cfg, rows = stage
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp = client.create_experiment("rob", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp).info.run_id
+    robustness.log_to_mlflow(client, run, cfg, rows, "qcfs", tmp_path / "qcfs")
+
+    def steps(key):
+        return sorted(m.step for m in client.get_metric_history(run, key))
+
+    assert steps("rob/pgd_snn/T_1") == [4, 8]                      # eps in 1/255
+    assert steps("rob/transfer_relu_pgd/T_op") == [4, 8]
+    assert steps("rob/robust/T_4") == [4, 8]
+    assert steps("rob/noise_sp_dynamic/T_op") == [90]              # s in percent
+    assert steps("rob/noise_gauss_static/T_1") == [10]             # sigma in percent
+    assert steps("rob/noise_authors/T_1") == [95]
+    assert steps("rob/leak_exp_sp_dynamic/T_4") == [90, 100]       # leak in percent
+    assert steps("rob/leak_linear_sp_static/T_op") == [90, 100]
+    assert steps("rob/clean/T_op") == [0]
+    v = client.get_metric_history(run, "rob/clean/T_1")[0].value
+    assert v == next(r["acc"] for r in rows if r["method"] == "qcfs" and r["family"] == "clean" and r["point"] == "T_1")
+    pgd8 = next(m.value for m in client.get_metric_history(run, "rob/pgd_snn/T_1") if m.step == 8)
+    assert pgd8 == next(r["acc"] for r in rows if r["method"] == "qcfs" and r["family"] == "snn_pgd"
+                        and r["point"] == "T_1" and r["level"] == 8.0)
+    arts = {a.path for a in client.list_artifacts(run)}
+    assert {"robustness_qcfs.json", "robustness.csv", "robustness.md", "robustness_eps.png",
+            "robustness_leak.png"} <= arts
+
+
+def test_claims_give_a_verdict_with_numbers(stage):
+    cfg, rows = stage
+    cl = robustness.claims(cfg, rows)
+    for key in ("noise", "leak"):
+        assert cl[key]["verdict"] in ("supported", "not supported", "not testable here") and cl[key]["lines"]
+    assert any("p =" in line for line in cl["noise"]["lines"])
+    assert robustness.claims(dict(cfg, methods=["qcfs"]), [r for r in rows if r["method"] == "qcfs"])["noise"][
+        "verdict"] == "not testable here"
