@@ -3,7 +3,8 @@
 One ANN serves every method that uses its activation (a ReLU ANN serves maxnorm,
 robustnorm and opi, a StepReLU ANN serves steprelu and steprelu-single). Each
 (method, leak) gets a nested MLflow run under the ANN's run, with ``snn_acc`` and
-``conv_error`` logged at ``step = t``.
+``conv_error`` logged at ``step = t``, and the experiment's ``compare-seed<k>`` run is
+rebuilt after each, so every method of a seed is in one run's charts.
 """
 from __future__ import annotations
 
@@ -49,11 +50,36 @@ def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: fl
     }
 
 
-def log_result(client, parent_run_id: str, record: dict, params: dict) -> str:
-    """One nested run per conversion setting; returns its run id."""
+def layer_names(snn: torch.nn.Module) -> dict[str, str]:
+    """A readable name per spiking layer, for ``firing_rate/<name>``: its module path where
+    that says something (``layers.0.act1``), else the conv or linear layer feeding it
+    (``conv2``, ``fc1``, counted in module order), as in a plain ``nn.Sequential``."""
+    counts, last, out = {"conv": 0, "fc": 0}, None, {}
+    neurons = {id(m) for _, m in spiking_layers(snn)}
+    for name, m in snn.named_modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            kind = "fc" if isinstance(m, torch.nn.Linear) else "conv"
+            counts[kind] += 1
+            last = f"{kind}{counts[kind]}"
+        elif id(m) in neurons:
+            readable = any(not part.isdigit() for part in name.split("."))
+            label = name if readable else (last or "input")
+            while label in out.values():          # two neurons after one layer
+                label += "_"
+            out[name] = label
+    return out
+
+
+def log_result(client, parent_run_id: str, record: dict, params: dict,
+               names: dict[str, str] | None = None) -> str:
+    """One nested run per conversion setting; returns its run id. Every metric is logged
+    once: curves with ``step = t`` (the runs table shows their value at T_max, so no
+    ``*_T`` copy), scalars at step 0, firing rates as ``firing_rate/<layer>``."""
     name = child_name(record["method"], record["leak"])
-    run_id = tracking.replace_child_run(client, parent_run_id, name,
-                                        tags={"method": record["method"], "leak": str(record["leak"])})
+    parent_tags = client.get_run(parent_run_id).data.tags
+    seed = str(params.get("seed", parent_tags.get("seed", "")))
+    run_id = tracking.replace_child_run(client, parent_run_id, name, tags={
+        "method": record["method"], "leak": str(record["leak"]), "seed": seed, "kind": tracking.comparison.SNN_KIND})
     tracking.log_params(client, run_id, {**params, "method": record["method"], "leak": record["leak"],
                                          "T_max": record["T_max"],
                                          "method_description": get_recipe(record["method"]).description})
@@ -61,13 +87,13 @@ def log_result(client, parent_run_id: str, record: dict, params: dict) -> str:
     if record["conv_error"] is not None:
         tracking.log_curve(client, run_id, "conv_error", record["conv_error"])
     tracking.log_curve(client, run_id, "energy_ratio", record["energy_ratio"])
+    tracking.log_curve(client, run_id, "sops_per_image", record["sops"])
     T = record["T_max"]
     scalars = {"ann_acc": record["ann_acc"], "ann_acc_unfolded": record["ann_acc_unfolded"],
-               "max_spikes_per_step": record["max_spikes_per_step"],
-               "sops_per_image_T": record["sops"][-1], "ann_macs": record["ann_macs"],
-               "energy_ratio_T": record["energy_ratio"][-1], "snn_acc_T": record["acc"][-1],
+               "max_spikes_per_step": record["max_spikes_per_step"], "ann_macs": record["ann_macs"],
                "identical_at_t1": record["identical_at_t1"], "n_images": record["n_images"]}
-    scalars.update({f"firing_rate.{k}": v for k, v in record["firing_rate"].items()})
+    names = names or {}
+    scalars.update({f"firing_rate/{names.get(k, k)}": v for k, v in record["firing_rate"].items()})
     tracking.log_scalars(client, run_id, scalars)
     fig = tracking.accuracy_figure({name: record["acc"]}, f"{name} (T_max={T})", {name: record["ann_acc"]})
     tracking.log_figure(client, run_id, fig, "accuracy_vs_t.png")
@@ -155,9 +181,14 @@ class SNNEvaluation(L.Callback):
             res = simulate(snn, dm.test_dataloader(), self.T_max, ann=ann, progress=self.progress,
                            desc=f"SNN {child_name(method, leak)}", spike_hist=multi)
             record = result_record(method, leak, res, ann_unfolded)
-            run_id = log_result(client, parent_run_id, record, self.params) if client else None
+            run_id = (log_result(client, parent_run_id, record, self.params, layer_names(snn))
+                      if client else None)
             self.records.append(record)
             self.done.add((method, leak))
             if self.on_result:
                 self.on_result(record, run_id)
+            if client:   # every method of this seed so far, side by side in one run
+                parent = client.get_run(parent_run_id)
+                tracking.update_comparison(client, parent.info.experiment_id,
+                                           self.params.get("seed", parent.data.tags.get("seed", "")))
         return self.records

@@ -29,7 +29,7 @@ class ANNClassifier(L.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # one name per knob: the runner logs the preset's
         self.model = build(arch, activation, num_classes, in_channels, image_size,
                            mean=list(mean), std=list(std), **(arch_kwargs or {}))
         if channels_last:  # NHWC: faster convolutions on this CPU (bf16 and fp32)

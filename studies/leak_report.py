@@ -201,12 +201,13 @@ def log_mlflow(args, ctx: dict, trials, out: Path) -> dict:
         tags={"dataset": meta["dataset"], "method": cfg["method"], "storage": ctx["storage"],
               "study": "leak_timestep"},
         params={**cfg, "checkpoint": meta["path"], "source_run_id": meta.get("run_id"),
-                "label": meta["label"], "arch": meta["hparams"].get("arch"), "sampler": ctx["sampler"]})
+                "label": meta["label"], "arch": meta["hparams"].get("arch"), "sampler": ctx["sampler"]},
+        key=tracking.study_key(name, ctx["storage"], meta.get("sha256"), cfg["objectives"]))
     keys = {"acc": "val_acc", "T": "T", "energy": "energy_ratio"}
     n_runs = tracking.log_trials(client, parent, name, trials, [keys[o] for o in cfg["objectives"]],
                                  scalar_attrs=("energy_ratio", "max_spikes_per_step", "seconds"),
                                  curve_attrs=("val_acc_curve",))
-    test = tracking.start_child_run(client, parent, "test-evaluation", tags={
+    test = tracking.replace_child_run(client, parent, "test-evaluation", tags={
         "kind": "test-evaluation", "optuna.study_name": name})
     tracking.log_params(client, test, {"n_test": ctx["default_test"]["n_test"], "test_subset": args.test_subset,
                                        "points": len(ctx["points"]), "selection": "validation split only",

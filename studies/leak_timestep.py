@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         if type(e).__name__ != "DataUnavailableError":
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.one_line()}", file=sys.stderr)
         return 2
     meta = inputs["meta"]
     calib = loader_of(inputs["calib"], args.batch_size)

@@ -36,7 +36,7 @@ def add_output_args(p: argparse.ArgumentParser, default_out: str, default_experi
     p.add_argument("--out", default=None, help=f"output folder (default {default_out})")
     p.add_argument("--experiment", default=None, help=f"MLflow experiment (default {default_experiment})")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default "
-                                                        "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+                                                        "$MLFLOW_TRACKING_URI or sqlite:///store/mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
 
 
@@ -133,6 +133,13 @@ def dispatch(args, argv: list[str], module: str, name: str, *, open_study: Calla
     ``open_study()`` creates or loads the study and checks its setting; ``run_trials()`` and
     ``report()`` take no arguments. ``bundle`` (picklable) is handed to local workers.
     """
+    if args.role in ("init", "all", "report") and not getattr(args, "no_mlflow", True):
+        import tracking   # the MLflow store is made whole before any trial, not at the report
+        try:
+            tracking.ensure_store(tracking.tracking_uri(getattr(args, "tracking_uri", None)))
+        except tracking.StoreError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.role in ("init", "all"):
         study = open_study()
         if args.role == "init":

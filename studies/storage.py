@@ -2,7 +2,7 @@
 
 ``make_storage(url)`` accepts:
 
-- ``sqlite:///PATH`` (the default, ``sqlite:///<project>/optuna.db``): one machine, a few
+- ``sqlite:///PATH`` (the default, ``sqlite:///<project>/store/optuna.db``): one machine, a few
   worker processes. SQLite locks the whole file on writes; keep it off network filesystems.
 - a journal file: ``PATH.journal`` or ``journal:PATH`` (any file name). An append-only log,
   safe on a shared filesystem (NFS) with Optuna's symlink lock: the usual choice for a SLURM
@@ -33,6 +33,7 @@ backoff; ``--role init`` creates both once before the workers start.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import tempfile
@@ -49,13 +50,16 @@ from optuna.storages.journal import JournalFileBackend
 from .optuna_private import HEARTBEAT_ATTR, HeartbeatJournalStorage  # noqa: F401 (re-exported)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STORAGE = f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
+# The default storages share one ignored folder, store/ (or $ANNSNN_STORE_DIR), with the MLflow
+# store (tracking.STORE_DIR; not imported here, so that workers need not import MLflow).
+STORE_DIR = Path(os.environ.get("ANNSNN_STORE_DIR") or PROJECT_ROOT / "store").expanduser().resolve()
+DEFAULT_STORAGE = f"sqlite:///{STORE_DIR / 'optuna.db'}"
 DEFAULT_HEARTBEAT_INTERVAL = 10   # seconds between heartbeats of a running trial
 DEFAULT_GRACE_PERIOD = 60         # a RUNNING trial silent for this long is declared dead
 DEFAULT_MAX_RETRY = 3             # a trial whose workers keep dying is retried at most this often
 
 ACCEPTED_FORMS = (
-    "sqlite:///PATH (one machine; default sqlite:///optuna.db in the project root)",
+    "sqlite:///PATH (one machine; default sqlite:///store/optuna.db in the project root)",
     "PATH.journal or journal:PATH (journal file, e.g. on a shared filesystem)",
     "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (also postgresql+psycopg2://)",
 )

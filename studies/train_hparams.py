@@ -209,7 +209,9 @@ def report(args, storage, name: str, config: dict, argv) -> Path:
                                            "optuna-study", tags={"dataset": args.dataset,
                                                                  "study": "train_hparams",
                                                                  "storage": st.describe(storage)},
-                                           params=config)
+                                           params=config,
+                                           key=tracking.study_key(name, st.describe(storage), None,
+                                                                  [args.objective]))
         n_runs = tracking.log_trials(client, parent, name, trials, ["objective"],
                                      scalar_attrs=("ann_val_acc", "ann_val_acc_folded",
                                                    f"snn_val_acc_T{args.T}", "seconds_train"))
@@ -255,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         if min(args.epochs, args.n_trials, args.workers, args.T) < 1:
             raise ValueError("--epochs, --n-trials, --workers and --T must be >= 1")
         json.loads(args.arch_kwargs)
+        from lightning_modules.data import build_datamodule
+        build_datamodule(args.dataset, data_dir=args.data_dir).prepare_data()  # missing data: here, once
         storage = R.open_storage(args)
         if args.ddp_cpu > 1 and not args.no_prune and st.kind_of(args.storage) == "journal":
             raise ValueError("--ddp-cpu with pruning needs an RDB storage (sqlite:///... or "
@@ -262,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                              "supports only RDBStorage under DDP; or pass --no-prune")
     except (ValueError, st.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "DataUnavailableError":
+            raise
+        print(f"error: {e.one_line()}", file=sys.stderr)
         return 2
     config = {"kind": "train_hparams", "dataset": args.dataset, "arch": args.arch,
               "arch_kwargs": args.arch_kwargs, "epochs": args.epochs, "train_subset": args.train_subset,

@@ -231,3 +231,64 @@ def test_weight_decay_groups(act, lam_decayed):
     assert bn and not any(id(p) in decayed for p in bn)
     convs = [mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
     assert convs and all(id(p) in decayed for p in convs)
+
+
+# ----------------------------------------------------------------------------- what MLflow shows
+
+FIVE = ("maxnorm", "robustnorm", "opi", "qcfs", "steprelu")
+KNOBS = {"relu": {}, "qcfs": {"L": 4, "init_lam": 8.0}, "steprelu": {"theta": 0.1, "L": 4, "phi": 0.0}}
+
+
+def test_mlflow_runs_one_name_per_knob_no_duplicates_layers_named_and_all_methods_compared(tmp_path):
+    """Three ANN runs (relu, qcfs, steprelu) of one seed, evaluated as the bench does: the
+    experiment's compare-seed0 run holds every method's curve; params use only the preset's
+    key per knob; no metric repeats another; firing rates are named by layer."""
+    import tracking
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path}/ui.db")
+    exp = tracking.get_or_create_experiment(client, "ui")
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    cfg = {"name": "ui", "dataset": "random", "arch": "cnn-small", "arch_kwargs": {"width": 4},
+           "activations": KNOBS, "train": {"lr": 0.1, "epochs": 1}, "T_max": 4}
+    dm = TinyData()
+    for act in KNOBS:
+        parent = client.create_run(exp, run_name=f"cnn-small-{act}-seed0", tags={"seed": "0"}).info.run_id
+        params = tracking.run_params(cfg, 0, act)
+        tracking.log_params(client, parent, params)
+        ann = ANNClassifier(arch="cnn-small", activation={"name": act, **KNOBS[act]}, num_classes=3,
+                            in_channels=1, image_size=8, mean=[0.5], std=[0.25],
+                            arch_kwargs={"width": 4}).model.eval()
+        methods = [m for m in FIVE if cb.get_recipe(m).activation == act]
+        cb.SNNEvaluation(methods, 4, params=params, progress=False).evaluate(ann, dm, client, parent)
+    runs = client.search_runs([exp], max_results=100)
+    cmp_runs = [r for r in runs if r.data.tags.get("kind") == "comparison"]
+    assert [r.info.run_name for r in cmp_runs] == ["compare-seed0"]     # rebuilt, never piled up
+    cmp = cmp_runs[0]
+    for m in FIVE:
+        hist = client.get_metric_history(cmp.info.run_id, f"snn_acc/{m}-leak1")
+        assert sorted(h.step for h in hist) == [1, 2, 3, 4], m               # each step once
+    assert "comparison.png" in [a.path for a in client.list_artifacts(cmp.info.run_id)]
+    kids = [r for r in runs if r.data.tags.get("kind") == "snn"]
+    assert sorted(r.data.tags["method"] for r in kids) == sorted(FIVE)
+    for r in runs:
+        keys = set(r.data.params)
+        assert not any(k.startswith(("activation_knobs", "activation/")) for k in keys), keys
+        if r.data.params.get("activation") == "steprelu":
+            assert {"activations.steprelu.theta", "activations.steprelu.L"} <= keys
+            assert not any(k.startswith(("activations.relu", "activations.qcfs")) for k in keys)
+    for r in kids:
+        ms = set(r.data.metrics)
+        assert {"snn_acc", "energy_ratio", "sops_per_image"} <= ms
+        assert not {f"{c}_T" for c in ("snn_acc", "energy_ratio", "sops_per_image")} & ms, ms
+        rates = sorted(k for k in ms if k.startswith("firing_rate"))
+        assert rates and all(k.startswith("firing_rate/") for k in rates), rates
+        assert not any(k.split("/", 1)[1].replace(".", "").isdigit() for k in rates), rates
+        assert "firing_rate/conv1" in rates and "firing_rate/fc1" in rates, rates
+
+
+def test_layer_names_follow_the_layer_not_the_index():
+    from annsnn import convert
+    ann = tiny_module().model.eval()
+    snn = convert(ann, "steprelu", TinyData().calib_dataloader())
+    names = cb.layer_names(snn)
+    assert list(names.values()) == ["conv1", "conv2", "fc1"], names

@@ -523,3 +523,37 @@ def test_leak_timestep_smoke(tmp_path):
     test_runs = [r for r in kids if r.data.tags.get("kind") == "test-evaluation"]
     assert len(test_runs) == 1 and "pareto.test_acc" in test_runs[0].data.metrics
     assert (mldb.parent / "mlartifacts").is_dir()    # artifacts next to the test's database
+
+
+# ----------------------------------------------------------------------------- one MLflow parent per study
+
+def test_same_study_name_on_two_storages_gets_two_mlflow_parents(tmp_path):
+    """The issue's PostgreSQL study that reused a journal study's parent run: here the same
+    name on SQLite and on a journal, 3 and 5 trials; each parent holds only its own."""
+    import tracking
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking.tracking_uri(f"sqlite:///{tmp_path}/mlflow.db"))
+    parents = {}
+    for url, n in ((f"sqlite:///{tmp_path}/a.db", 3), (str(tmp_path / "b.journal"), 5)):
+        storage = st.make_storage(url)
+        study = optuna.create_study(study_name="same-name", storage=storage, direction="maximize")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n)
+        key = tracking.study_key("same-name", st.describe(storage), "sha-of-ckpt", ["acc"])
+        parent = tracking.study_parent_run(client, "studies", "same-name", "optuna-study",
+                                           tags={"storage": st.describe(storage)}, params={"n": n}, key=key)
+        assert tracking.log_trials(client, parent, "same-name", study.get_trials(), ["acc"]) == n
+        # a rerun finds its own parent again and logs nothing twice
+        assert tracking.study_parent_run(client, "studies", "same-name", "optuna-study", tags={},
+                                         params={}, key=key) == parent
+        assert tracking.log_trials(client, parent, "same-name", study.get_trials(), ["acc"]) == n
+        parents[url] = (parent, n)
+    assert len({p for p, _ in parents.values()}) == 2
+    exp = client.get_experiment_by_name("studies").experiment_id
+    for parent, n in parents.values():
+        kids = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+        assert sorted(int(r.data.tags["optuna.trial_number"]) for r in kids) == list(range(n))
+    # other objectives or another checkpoint are another study too
+    base = tracking.study_key("s", "sqlite:///a.db", "h", ["acc"])
+    assert len({base, tracking.study_key("s", "sqlite:///a.db", "h", ["acc", "T"]),
+                tracking.study_key("s", "sqlite:///a.db", "h2", ["acc"]),
+                tracking.study_key("s", "journal:a.journal", "h", ["acc"])}) == 4

@@ -101,3 +101,122 @@ def test_sqlite_experiment_keeps_artifacts_beside_its_database(store):
     client.delete_experiment(exp_id)
     assert tracking.get_or_create_experiment(client, "beside") == exp_id
     assert client.get_experiment(exp_id).lifecycle_stage == "active"
+
+
+# ----------------------------------------------------------------------------- a store that survives Ctrl-C
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# what the bench runner and the studies do first: resolve the URI, then open a client
+FIRST_RUN = ("import sys, tracking; from mlflow.tracking import MlflowClient; "
+             "uri = tracking.tracking_uri(sys.argv[1]); "
+             "tracking.get_or_create_experiment(MlflowClient(uri), 'first')")
+
+
+def next_run_logs(uri: str) -> None:
+    """What the next benchmark run does first: open the store, its experiment, log."""
+    client = MlflowClient(tracking.tracking_uri(uri))
+    exp = tracking.get_or_create_experiment(client, "next")
+    rid = client.create_run(exp).info.run_id
+    tracking.log_curve(client, rid, "snn_acc", [0.5, 0.75])
+    assert [m.step for m in client.get_metric_history(rid, "snn_acc")] == [1, 2]
+
+
+def kill_when(d: Path, uri: str, size: int) -> None:
+    """Start a first run and SIGKILL it once a database file in ``d`` has ``size`` bytes
+    (0: as soon as the process runs), i.e. at a point of the schema's creation."""
+    p = subprocess.Popen([sys.executable, "-c", FIRST_RUN, uri], cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:
+            if size == 0 or any(f.stat().st_size >= size for f in d.iterdir() if ".db" in f.name
+                                and f.is_file()):
+                break
+            time.sleep(0.02)
+        assert p.poll() is None, "the first run finished before it could be killed"
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+@pytest.mark.parametrize("size", [0, 4096, 200_000, 500_000, 800_000])
+def test_store_killed_during_first_creation_opens_next_time(tmp_path, size):
+    """The issue's Ctrl-C in the very first run, at several points of the migration (the
+    finished schema is about 950 kB): the next run opens the store and logs to it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    kill_when(tmp_path, uri, size)
+    tracking.store._READY.clear()
+    next_run_logs(uri)
+    assert not list(tmp_path.glob(".mlflow.db.*"))          # no scratch file left behind
+
+
+def _complete_store(tmp_path) -> tuple[str, Path, str]:
+    db = tmp_path / "s.db"
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    exp = tracking.get_or_create_experiment(client, "kept")
+    rid = client.create_run(exp).info.run_id
+    client.log_metric(rid, "snn_acc", 0.9)
+    tracking.store._READY.clear()
+    return uri, db, rid
+
+
+@pytest.mark.parametrize("original_kept", [True, False])
+def test_stray_alembic_tmp_table_is_repaired_and_runs_kept(tmp_path, capsys, original_kept):
+    """The table rebuild alembic left half-done: ``_alembic_tmp_trace_tags`` beside the
+    original (dropped), or instead of it (renamed back)."""
+    uri, db, rid = _complete_store(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("create table _alembic_tmp_trace_tags as select * from trace_tags")
+    if not original_kept:
+        con.execute("drop table trace_tags")
+    con.commit()
+    con.close()
+    tracking.ensure_store(uri)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "repairing" in out[0] and "_alembic_tmp_trace_tags" in out[0], out
+    info = tracking.store.inspect(db)
+    assert not info["stray"] and "trace_tags" in info["tables"]
+    assert MlflowClient(uri).get_run(rid).data.metrics["snn_acc"] == 0.9
+    assert list(tmp_path.glob("s.db.broken-*"))              # the damaged file is kept
+    tracking.store._READY.clear()
+    next_run_logs(uri)
+
+
+def test_unrepairable_store_is_one_line_and_left_unchanged(tmp_path):
+    uri, db, _ = _complete_store(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("update alembic_version set version_num = 'ffffffffffff'")   # a newer MLflow's
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    with pytest.raises(tracking.StoreError) as e:
+        tracking.ensure_store(uri)
+    assert "\n" not in str(e.value) and str(db) in str(e.value) and "move it aside" in str(e.value)
+    assert db.read_bytes() == before
+
+
+def test_experiments_open_in_the_model_training_view(store):
+    client, _ = store
+    exp = tracking.get_or_create_experiment(client, "kind")
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.delete_experiment_tag(exp, "mlflow.experimentKind")
+    tracking.get_or_create_experiment(client, "kind")       # older experiments get the tag too
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_default_storages_share_one_folder_outside_the_sources():
+    from studies import storage
+    assert storage.STORE_DIR == tracking.STORE_DIR
+    for uri in (tracking.DEFAULT_TRACKING_URI, storage.DEFAULT_STORAGE):
+        assert Path(uri[len("sqlite:///"):]).parent == tracking.STORE_DIR
+    assert Path(tracking.DEFAULT_ARTIFACTS[len("file://"):]).parent == tracking.STORE_DIR
+    if not os.environ.get("ANNSNN_STORE_DIR"):
+        assert tracking.STORE_DIR == tracking.PROJECT_ROOT / "store"

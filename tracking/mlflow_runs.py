@@ -19,31 +19,46 @@ from mlflow.utils.validation import (MAX_ENTITY_KEY_LENGTH, MAX_METRICS_PER_BATC
 
 from .plots import plt  # pyplot with the headless Agg backend
 from .provenance import PROJECT_ROOT
+from .store import ensure_store
 
-DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-DEFAULT_ARTIFACTS = (PROJECT_ROOT / "mlartifacts").as_uri()
+# Every default storage lives in one ignored folder, store/ (or $ANNSNN_STORE_DIR): the MLflow
+# database and its artifacts here, the Optuna database beside them (studies.storage).
+STORE_DIR = Path(os.environ.get("ANNSNN_STORE_DIR") or PROJECT_ROOT / "store").expanduser().resolve()
+DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR / 'mlflow.db'}"
+DEFAULT_ARTIFACTS = (STORE_DIR / "mlartifacts").as_uri()
+# MLflow 3 opens an experiment without this tag in its GenAI (traces) view; this value is
+# the "Model training" view, whose runs table and charts show these runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri(override: str | None = None) -> str:
-    """The explicit URI, else ``$MLFLOW_TRACKING_URI``, else the project's sqlite file."""
-    return override or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The explicit URI, else ``$MLFLOW_TRACKING_URI``, else the project's sqlite file, with
+    its store made whole first (``ensure_store``). Call it before ``MlflowClient(uri)``: the
+    client creates a missing SQLite schema itself, migration by migration, in place, which a
+    Ctrl-C can leave half-done. ``StoreError`` (one line) if a damaged store cannot be repaired."""
+    return ensure_store(override or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    """One experiment per preset or study (restored if deleted). A local SQLite store keeps
-    its artifacts in ``mlartifacts/<name>`` beside its database file: the project's
-    mlflow.db uses the project's mlartifacts/, a test's temporary database its own folder
-    (the plain-folder artifact store MLflow deprecates is never used)."""
+    """One experiment per preset or study (restored if deleted), shown in MLflow's classic
+    "Model training" view. The store is created or repaired first (``ensure_store``). A
+    local SQLite store keeps its artifacts in ``mlartifacts/<name>`` beside its database
+    file: the default store under store/, a test's temporary database its own folder (the
+    plain-folder artifact store MLflow deprecates is never used)."""
+    ensure_store(client.tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if exp.tags.get("mlflow.experimentKind") is None:   # made before the tag existed here
+            for k, v in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     uri, loc = client.tracking_uri, None
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):]).expanduser().resolve()
         loc = (db.parent / "mlartifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=loc)
+    return client.create_experiment(name, artifact_location=loc, tags=EXPERIMENT_KIND)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:

@@ -1,12 +1,14 @@
 """MLflow logging of a finished (or partly finished) Optuna study, once, from one process.
 
-One parent run per study (found again by its tags, so a rerun adds to it), one nested run
-per trial (any state; found again by trial number, so nothing is logged twice). Workers never
+One parent run per study, found again by the study's identity (``study_key``: its name,
+storage, checkpoint and objectives), so a rerun adds to it and two studies that share a name
+on different storages never share a parent run; one nested run per trial (any state; found again by trial number, so nothing is logged twice). Workers never
 talk to MLflow: with many workers on a cluster the tracking store sees one writer. Trials are
 read through their public attributes only, so this module needs no Optuna import.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 from mlflow.tracking import MlflowClient
@@ -17,16 +19,26 @@ from .provenance import git_commit
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}   # any other final state: FAILED
 
 
+def study_key(study_name: str, storage: str, checkpoint: str | None = None, objectives=()) -> str:
+    """What makes a study one study: its name, its storage (a description without password),
+    the checkpoint it studies (hash) and its objectives; 16 hex digits."""
+    ident = json.dumps({"name": study_name, "storage": str(storage), "checkpoint": checkpoint,
+                        "objectives": list(objectives)}, sort_keys=True)
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
 def study_parent_run(client: MlflowClient, experiment: str, study_name: str, kind: str,
-                     tags: dict, params: dict) -> str:
-    """The study's parent run in ``experiment`` (created on first use); returns its id."""
+                     tags: dict, params: dict, key: str) -> str:
+    """The parent run in ``experiment`` of the study whose ``study_key`` is ``key`` (created
+    on first use); returns its id."""
     exp_id = get_or_create_experiment(client, experiment)
-    found = client.search_runs([exp_id], filter_string=f"tags.`optuna.study_name` = '{study_name}' "
+    found = client.search_runs([exp_id], filter_string=f"tags.`optuna.study_key` = '{key}' "
                                                       f"and tags.kind = '{kind}'")
     if found:
         return found[0].info.run_id
     run = client.create_run(exp_id, run_name=study_name, tags={
-        "kind": kind, "optuna.study_name": study_name, "git_commit": git_commit(), **tags})
+        "kind": kind, "optuna.study_name": study_name, "optuna.study_key": key,
+        "git_commit": git_commit(), **tags})
     log_params(client, run.info.run_id, {k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
                                          for k, v in params.items()})
     return run.info.run_id
