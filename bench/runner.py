@@ -1,23 +1,29 @@
 """Run a preset end to end: train each ANN, convert it with every method that uses it,
 simulate, track in MLflow, write results/<preset>/.
 
-Interruption-safe: ``runs/<preset>/state.json`` records the MLflow run of each ANN,
-whether it finished training, and each finished conversion; ``--resume`` continues
-from the last checkpoint into the same MLflow runs without re-logging anything.
+Seeds are independent: each runs in its own folder, runs/<preset>/seed<k>/, under a lock
+(bench.run_state), and a finished seed writes results/<preset>/seeds/seed<k>/, which
+``bench.report.aggregate`` merges with whatever other seeds have finished (in this job or
+in others). Interruption-safe: the seed's state.json records the MLflow run of each ANN,
+whether it finished training, each finished conversion and the robustness rows;
+``last.ckpt`` is written after every epoch and on SIGTERM (bench.resume), and ``--resume``
+continues from it into the same MLflow runs without logging any step twice.
 """
 from __future__ import annotations
 
+import csv
 import json
+import os
 import shutil
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from mlflow.tracking import MlflowClient
 
@@ -28,9 +34,13 @@ from lightning_modules.module import ANNClassifier
 from lightning_modules.progress import progress_callback
 
 from . import presets, report, robustness
-from .layout import RUNS_ENV_VAR, checkpoint_path, work_dir  # noqa: F401 (RUNS_ENV_VAR re-exported)
+from .layout import (RUNS_ENV_VAR, checkpoint_path, seed_dir, seed_results_dir,  # noqa: F401 (re-exported)
+                     work_dir)
+from .resume import OnceMLFlowLogger, Preemption, RandomState, epoch_checkpoint, signal_hooks
+from .run_state import RunLock, State
 
 PROJECT_ROOT = tracking.PROJECT_ROOT
+LOCK_WAIT_ENV = "ANNSNN_LOCK_WAIT"   # non-empty: wait for a seed another job holds instead of failing
 
 
 class _MarkTrained(L.Callback):
@@ -56,37 +66,8 @@ def _strategy(name: str):
 
 def _is_rank_zero() -> bool:
     """Under DDP every rank runs this script (Lightning re-launches it); only rank 0 keeps
-    the state file, evaluates, logs and writes results, the others only train."""
+    the state file and the lock, evaluates, logs and writes results, the others only train."""
     return rank_zero_only.rank == 0
-
-
-class State:
-    def __init__(self, path: Path, cfg: dict, resume: bool):
-        self.path = path
-        self.writer = _is_rank_zero()
-        if resume and path.exists():
-            self.data = json.loads(path.read_text())
-            if self.data.get("preset") != cfg:
-                raise SystemExit(f"--resume: the preset differs from the interrupted run's "
-                                 f"({path}); rerun without --resume to start over")
-        else:
-            if resume:
-                print(f"[bench] nothing to resume in {path.parent}; starting a fresh run")
-            if path.parent.exists() and self.writer:
-                shutil.rmtree(path.parent)
-            self.data = {"preset": cfg, "groups": {}, "started": time.time(), "elapsed": 0.0}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.save()
-
-    def group(self, key: str) -> dict:
-        return self.data["groups"].setdefault(key, {"records": []})
-
-    def save(self) -> None:
-        if not self.writer:
-            return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data))
-        tmp.replace(self.path)
 
 
 def _datamodule(cfg: dict, seed: int, test_subset, stage: str):
@@ -107,47 +88,115 @@ def _module(cfg: dict, act: str, info) -> ANNClassifier:
                          arch_kwargs=cfg["arch_kwargs"], **cfg["train"])
 
 
+def _experiment(uri: str, name: str) -> None:
+    """The preset's experiment; two seed jobs starting together may race to create it."""
+    try:
+        tracking.get_or_create_experiment(MlflowClient(uri), name)
+    except Exception:  # the other job created it first
+        time.sleep(1)
+        tracking.get_or_create_experiment(MlflowClient(uri), name)
+
+
 def run(cfg: dict, resume: bool = False, tracking_uri: str | None = None,
-        out_dir: Path | None = None, progress: bool = True, runs_dir: Path | None = None) -> dict:
+        out_dir: Path | None = None, progress: bool = True, runs_dir: Path | None = None,
+        wait: bool | None = None) -> dict:
+    """Every seed of ``cfg`` in turn; returns this job's records, its wall time (all
+    segments of its seeds) and the results folder. ``wait``: wait for a seed that another
+    job holds (default: $ANNSNN_LOCK_WAIT), else fail naming the holder."""
     t0 = time.time()
     uri = tracking.tracking_uri(tracking_uri)
-    work = work_dir(cfg["name"], runs_dir)
-    state = State(work / "state.json", cfg, resume)
+    out = Path(out_dir or PROJECT_ROOT / "results" / cfg["name"])
+    wait = bool(os.environ.get(LOCK_WAIT_ENV)) if wait is None else wait
     threads = cfg["trainer"]["threads"]
     if threads:
         torch.set_num_threads(int(threads))
-    groups = presets.activation_groups(cfg)
-    tracking.get_or_create_experiment(MlflowClient(uri), cfg["name"])
+    _experiment(uri, cfg["name"])
     print(f"[bench] preset {cfg['name']}: {cfg['dataset']} / {cfg['arch']}, methods "
           f"{', '.join(cfg['methods'])}, seeds {cfg['seeds']}, T_max {cfg['T_max']}; tracking {uri}")
-    for seed in cfg["seeds"]:
-        for act, methods in groups.items():
-            _run_group(cfg, state, seed, act, methods, uri, work, resume, progress)
+    records, earlier, summary, error = [], 0.0, None, None
+    for i, seed in enumerate(cfg["seeds"]):
+        folder = seed_dir(cfg["name"], seed, runs_dir)
+        lock = (RunLock(folder, what=f"preset {cfg['name']}, seed {seed}", wait=wait)
+                if _is_rank_zero() else nullcontext())
+        with lock:
+            state = State(folder, cfg, seed, resume, writer=_is_rank_zero(), t0=None if i else t0)
+            earlier += state.base   # the seed's segments before this job
+            mine = _run_seed(cfg, state, seed, uri, folder, resume, progress, out)
+        if _is_rank_zero():
+            records += mine
+            summary, error = _aggregate(cfg, out, runs_dir)
     if not _is_rank_zero():
         return {"records": [], "wall": time.time() - t0, "out": None}
-    records = [dict(r, seed=int(k.split("/")[0][4:]), activation=k.split("/")[1])
-               for k, g in state.data["groups"].items() for r in g["records"]]
-    out = out_dir or PROJECT_ROOT / "results" / cfg["name"]
-    if cfg["robustness"]["enabled"]:
-        rows = []
-        for seed in cfg["seeds"]:
-            rows += _run_robustness(cfg, state, seed, groups, uri, work, progress)
-        robustness.write(cfg, rows, out)
-    wall = state.data["elapsed"] + (time.time() - t0)
-    state.data["elapsed"] = wall
-    state.save()
-    summary = report.write(cfg, records, out, wall, uri,
-                           {k: g.get("run_id") for k, g in state.data["groups"].items()})
     print(summary)
+    this = time.time() - t0
+    wall = earlier + this
     budget = cfg.get("budget_minutes")
-    print(f"[bench] wall time {wall:.0f} s ({wall / 60:.1f} min)"
+    print(f"[bench] wall time {wall:.0f} s ({wall / 60:.1f} min), all segments of seeds {cfg['seeds']} "
+          f"(this segment {this:.0f} s)"
           + (f", budget {budget} min: {'OK' if wall <= budget * 60 else 'OVER'}" if budget else ""))
+    if error:
+        raise SystemExit(error)
     print(f"[bench] results in {out}; compare runs with ./reproduce.sh ui")
     return {"records": records, "wall": wall, "out": out}
 
 
+def _run_seed(cfg: dict, state: State, seed: int, uri: str, folder: Path, resume: bool,
+              progress: bool, out: Path) -> list[dict]:
+    """Train, convert and evaluate every group of one seed, then its robustness stage, then
+    write its results folder; returns its records (rank 0; [] on other ranks)."""
+    groups = presets.activation_groups(cfg)
+    for act, methods in groups.items():
+        _run_group(cfg, state, seed, act, methods, uri, folder, resume, progress)
+    if not _is_rank_zero():
+        return []
+    records = [dict(r, seed=seed, activation=k.split("/")[1])
+               for k, g in state.data["groups"].items() for r in g["records"]]
+    rows = (_run_robustness(cfg, state, seed, groups, records, uri, folder, progress)
+            if cfg["robustness"]["enabled"] else None)
+    state.save()
+    _write_seed(cfg, seed, records, rows, state, uri, out)
+    return records
+
+
+def _write_seed(cfg: dict, seed: int, records: list[dict], rows: list[dict] | None, state: State,
+                uri: str, out: Path) -> Path:
+    """results/<preset>/seeds/seed<k>/ as one unit: written beside it, then swapped in, so a
+    reader (the report, another seed's job) sees the old folder or the new, never half."""
+    dst = seed_results_dir(out, seed)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "records.json").write_text(json.dumps({"seed": seed, "records": records}, indent=1))
+    if rows is not None:   # the columns bench.robustness.read_rows reads back
+        with open(tmp / "robustness.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, robustness.FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    run_ids = {k: g.get("run_id") for k, g in state.data["groups"].items()}
+    man = report.manifest(cfg, state.elapsed, uri, run_ids, out)
+    (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
+    old = dst.with_name(f".{dst.name}.old{os.getpid()}")
+    if dst.exists():
+        dst.replace(old)
+    tmp.replace(dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
+def _aggregate(cfg: dict, out: Path, runs_dir) -> tuple[str, str | None]:
+    """The top-level results from every finished seed, one writer at a time per preset;
+    (summary, None), or ("", the one-line error) when the seed folders ran different
+    presets (this seed's own folder is written either way)."""
+    from .aggregate import MixedPresets
+    with RunLock(work_dir(cfg["name"], runs_dir), what=f"writing {out}", wait=True):
+        try:
+            return report.aggregate(out), None
+        except MixedPresets as exc:
+            return "", f"error: {exc}"
+
+
 def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: str,
-               work: Path, resume: bool, progress: bool) -> None:
+               folder: Path, resume: bool, progress: bool) -> None:
     key = f"seed{seed}/{act}"
     st = state.group(key)
     if st.get("complete"):
@@ -157,19 +206,18 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
     dm = _datamodule(cfg, seed, cfg["test_subset"], "fit")
     module = _module(cfg, act, dm.info)
     run_name = f"{cfg['arch']}-{act}-seed{seed}"
-    logger = MLFlowLogger(experiment_name=cfg["name"], tracking_uri=uri, run_id=st.get("run_id"),
-                          run_name=run_name, artifact_location=None,
-                          tags={"git_commit": tracking.git_commit(), "dataset": cfg["dataset"],
-                                "arch": cfg["arch"], "activation": act, "seed": str(seed),
-                                "methods": ",".join(methods),
-                                **{f"version.{k}": v for k, v in tracking.versions().items()}})
+    logger = OnceMLFlowLogger(experiment_name=cfg["name"], tracking_uri=uri, run_id=st.get("run_id"),
+                              run_name=run_name, artifact_location=None,
+                              tags={"git_commit": tracking.git_commit(), "dataset": cfg["dataset"],
+                                    "arch": cfg["arch"], "activation": act, "seed": str(seed),
+                                    "methods": ",".join(methods),
+                                    **{f"version.{k}": v for k, v in tracking.versions().items()}})
     if "run_id" not in st:
         st["run_id"] = logger.run_id
-        logger.log_hyperparams(tracking.flatten({"preset": cfg["name"], "seed": seed, "activation": act,
-                                                  **{k: v for k, v in cfg.items() if k != "name"}}))
+        # one name per knob, its key in the preset (as --set takes it): tracking.run_params
+        logger.log_hyperparams(tracking.run_params(cfg, seed, act))
         state.save()
-    ckpt_dir = checkpoint_path(cfg["name"], seed, act, work.parent).parent
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1)
+    last = checkpoint_path(cfg["name"], seed, act, folder.parent.parent)
 
     def on_result(record, run_id):
         st["records"].append(dict(record, run_id=run_id))
@@ -178,27 +226,29 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
     done = {(r["method"], r["leak"]) for r in st["records"]}
     evaluator = SNNEvaluation(methods, cfg["T_max"], cfg["leaks"],
                               cfg["eval_every_k_epochs"],
-                              params={"preset": cfg["name"], "seed": seed, "dataset": cfg["dataset"],
-                                      "arch": cfg["arch"], "activation": act,
-                                      "activation_knobs": cfg["activations"][act],
-                                      "calib_size": cfg["calib_size"]},
+                              params=tracking.run_params(cfg, seed, act),
                               done=done, on_result=on_result, progress=progress)
 
     def mark_trained():
         st["trained"] = True
         state.save()
 
+    def epoch_done(trainer):  # after the epoch's checkpoint: the wall time so far, epochs trained
+        st["epochs"] = trainer.current_epoch + 1
+        state.save()
+
+    preemption = Preemption(last, on_epoch=epoch_done)
     tc = cfg["trainer"]
     trainer = L.Trainer(max_epochs=cfg["train"]["epochs"], accelerator=tc["accelerator"],
                         devices=tc["devices"], num_nodes=tc["num_nodes"], strategy=_strategy(tc["strategy"]),
                         precision=tc["precision"], logger=logger,
                         limit_train_batches=tc["limit_train_batches"],
                         limit_val_batches=tc["limit_val_batches"],
-                        callbacks=[ckpt, _MarkTrained(mark_trained), evaluator]
-                        + ([progress_callback()] if progress else []),
+                        callbacks=[epoch_checkpoint(last), RandomState(), preemption,
+                                   _MarkTrained(mark_trained), evaluator]
+                        + ([progress_callback()] if progress else []) + signal_hooks(),
                         enable_model_summary=False, enable_progress_bar=progress,
                         log_every_n_steps=50, num_sanity_val_steps=0)
-    last = ckpt_dir / "last.ckpt"
     if st.get("trained") and last.exists():
         print(f"[bench] {key}: trained earlier, evaluating from {last}")
         module = ANNClassifier.load_from_checkpoint(last, map_location="cpu")
@@ -206,7 +256,14 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         if _is_rank_zero():
             evaluator.evaluate(module.model, dm, logger.experiment, logger.run_id)
     else:
-        trainer.fit(module, datamodule=dm, ckpt_path=last if (resume and last.exists()) else None)
+        if resume and last.exists():
+            print(f"[bench] {key}: resuming training from {last} (epochs done: {st.get('epochs', '?')})")
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=last if (resume and last.exists()) else None)
+        except SIGTERMException:
+            state.save()
+            raise SystemExit(f"[bench] SIGTERM: saved {last} at step {trainer.global_step}; "
+                             f"rerun with --resume to continue") from None
         if trainer.interrupted:
             raise SystemExit(f"[bench] interrupted; rerun with --resume to continue from {last}")
     if trainer.is_global_zero:
@@ -218,34 +275,33 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         state.save()
 
 
-def _run_robustness(cfg, state: State, seed: int, groups: dict, uri: str, work: Path,
-                    progress: bool) -> list[dict]:
-    """Noise and attack evaluation of every method on its trained ANN; resumable per seed."""
-    done = state.data.setdefault("robustness", {})
-    if str(seed) in done:
-        print(f"[bench] robustness seed {seed}: already complete, skipped")
-        return done[str(seed)]
-    rc = cfg["robustness"]
-    dm = _datamodule(cfg, seed, rc["test_subset"], "test")
-    anns = {act: ANNClassifier.load_from_checkpoint(checkpoint_path(cfg["name"], seed, act, work.parent),
-                                                    map_location="cpu").model.eval()
-            for act in groups}
-    print(f"[bench] robustness seed {seed}: {len(cfg['methods'])} methods x {len(rc['leaks'])} leaks")
-    rows = robustness.evaluate(cfg, anns, dm, seed, progress)
+def _run_robustness(cfg, state: State, seed: int, groups: dict, records: list[dict], uri: str,
+                    folder: Path, progress: bool) -> list[dict]:
+    """Noise and attack evaluation of every method on its trained ANN. The rows are kept
+    in the state once measured, and each method's child run is marked when logged, so a
+    resumed job neither measures nor logs anything twice."""
+    rob = state.data.setdefault("robustness", {})
+    if "rows" not in rob:
+        rc = cfg["robustness"]
+        dm = _datamodule(cfg, seed, rc["test_subset"], "test")
+        anns = {act: ANNClassifier.load_from_checkpoint(checkpoint_path(cfg["name"], seed, act,
+                                                                        folder.parent.parent),
+                                                        map_location="cpu").model.eval()
+                for act in groups}
+        print(f"[bench] robustness seed {seed}")
+        rob["rows"] = robustness.evaluate(cfg, anns, dm, seed, records, progress=progress)
+        state.save()
+    rows, logged = rob["rows"], rob.setdefault("logged", [])
     client = MlflowClient(uri)
     for act, methods in groups.items():
         parent = state.group(f"seed{seed}/{act}")["run_id"]
         for method in methods:
-            name = f"{method}-robustness"
-            run_id = tracking.replace_child_run(client, parent, name,
+            if method in logged or not any(r["method"] == method for r in rows):
+                continue   # logged before an interruption, or not measured (robustness.methods)
+            run_id = tracking.replace_child_run(client, parent, f"{method}-robustness",
                                                 tags={"method": method, "stage": "robustness"})
-            tracking.log_params(client, run_id, {"method": method, "robustness": rc, "seed": seed})
-            tracking.log_scalars(client, run_id, {robustness.metric_key(r): r["acc"]
-                                                  for r in rows if r["method"] == method})
-            mine = [r for r in rows if r["method"] == method]
-            for f in robustness.write(dict(cfg, methods=[method]), mine, work / "robustness" / method):
-                client.log_artifact(run_id, str(f))
+            robustness.log_to_mlflow(client, run_id, cfg, rows, method, folder / "robustness" / method)
             client.set_terminated(run_id)
-    done[str(seed)] = rows
-    state.save()
+            logged.append(method)
+            state.save()
     return rows

@@ -2,6 +2,7 @@
 and the report's statistics over seeds. (Preset parsing: test_presets.py.)"""
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -20,10 +21,15 @@ needs_fashion = run_if(fashion_mnist=True)
 
 TINY = ["train.epochs=1", "val_fraction=0.9", "test_subset=300", "calib_size=200", "T_max=4",
         "summary_t=[1,2,4]", "arch_kwargs={width: 8}", "trainer.threads=2", "robustness.enabled=false"]
-TINY_ROBUSTNESS = ["robustness.enabled=true", "robustness.test_subset=100", "robustness.leaks=[1.0, 0.9]",
-                   "robustness.T=[1, 4]", "robustness.snn_attack_subset=50", "robustness.snn_attack_T=[2]",
-                   "robustness.pgd_steps=2", "robustness.gaussian_sigma=[0.1]", "robustness.salt_pepper_s=[0.9]",
-                   "robustness.fgsm_eps=[0.05]", "robustness.pgd_eps=[0.05]"]
+TINY_ROBUSTNESS = ["robustness.enabled=true", "robustness.test_subset=40",
+                   "robustness.noise_images=40", "robustness.transfer_images=20",
+                   "robustness.snn_attack_images=8", "robustness.leak_images=40",
+                   "robustness.sanity_images=0", "robustness.T_max=8",
+                   "robustness.eps=[8]", "robustness.sources=[relu, qcfs, steprelu]",
+                   "robustness.pgd_steps=2", "robustness.pgd_restarts=1",
+                   "robustness.snn_pgd_steps=2", "robustness.snn_pgd_restarts=1",
+                   "robustness.gaussian_sigma=[0.1]", "robustness.salt_pepper_s=[0.9]",
+                   "robustness.leaks=[1.0, 0.9]", "robustness.leak_modes=[exp]"]
 
 
 def tiny_cfg(name, methods=("qcfs", "steprelu", "steprelu-single"), extra=()):
@@ -75,21 +81,21 @@ def test_tiny_preset_against_mlflow_server(tmp_path, mlflow_server, capfd):
     # the log, as written to a file (SLURM, CI, nohup): plain lines that `less` reads
     log = "".join(capfd.readouterr())
     assert "\r" not in log and "\x1b[" not in log, "progress bars redraw with carriage returns / escapes"
-    assert "SNN steprelu-leak1: 100% 4/4" in log and "robustness: 100% 6/6" in log
+    assert "SNN steprelu-leak1: 100% 4/4" in log and re.search(r"robustness: 100% (\d+)/\1", log)
     assert len(log.encode()) < 50_000, f"{len(log.encode())} bytes of log for a run of seconds"
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("test-server")
     parents = client.search_runs([exp.experiment_id], "tags.activation != ''")
     assert sorted(r.data.tags["activation"] for r in parents) == ["qcfs", "steprelu"]
-    names = set()
+    names, robust = set(), set()
     for p in parents:
         for child in _children(client, exp.experiment_id, p.info.run_id):
             name = child.data.tags["mlflow.runName"]
             if name.endswith("-robustness"):
                 keys = child.data.metrics
-                assert "acc/salt_pepper/s_0.9/dynamic/leak_0.9/T_4" in keys
-                assert "acc/ann/fgsm/eps_0.05/static/leak_1/T_1" in keys
-                assert "acc/snn-T2/fgsm/eps_0.05/static/leak_1/T_2" in keys
+                assert {"rob/clean/T_1", "rob/noise_sp_static/T_1", "rob/noise_sp_dynamic/T_4",
+                        "rob/pgd_snn/T_1"} <= set(keys), sorted(keys)
+                robust.add(name)
                 continue
             names.add(name)
             hist = client.get_metric_history(child.info.run_id, "snn_acc")
@@ -98,15 +104,23 @@ def test_tiny_preset_against_mlflow_server(tmp_path, mlflow_server, capfd):
             assert [m.value for m in sorted(hist, key=lambda m: m.step)] == pytest.approx(rec["acc"])
             assert "accuracy_vs_t.png" in [a.path for a in client.list_artifacts(child.info.run_id)]
     assert names == {"qcfs-leak1", "steprelu-leak1", "steprelu-single-leak1"}
+    assert {"qcfs-robustness", "steprelu-robustness"} <= robust
     # the exactness line: steprelu at t = 1 reproduces the folded ANN on every test image
     step = next(r for r in out["records"] if r["method"] == "steprelu")
     assert step["identical_at_t1"] == step["n_images"] == 300
     summary = (tmp_path / "results" / "summary.md").read_text()
     assert "identical predictions: 300/300" in summary and (tmp_path / "results" / "accuracy_vs_t.png").exists()
     rob = (tmp_path / "results" / "robustness.md").read_text()
-    assert "## T = 4, leak 1" in rob and "steprelu-single" in rob
-    for png in ("robustness_noise.png", "robustness_attacks.png", "robustness_leak.png"):
-        assert (tmp_path / "results" / png).stat().st_size > 0
+    assert "| qcfs |" in rob and "| steprelu |" in rob
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", rob)
+    assert figures and all((tmp_path / "results" / png).stat().st_size > 0 for png in figures)
+    # the seed's own folder, which the report merges with other seed jobs
+    seed0 = tmp_path / "results" / "seeds" / "seed0"
+    assert json.loads((seed0 / "records.json").read_text())["records"] == out["records"]
+    assert json.loads((seed0 / "manifest.json").read_text())["preset"]["seeds"] == [0]
+    from bench import robustness
+    assert len(robustness.read_rows(seed0 / "robustness.csv")) == len(robustness.read_rows(
+        tmp_path / "results" / "robustness.csv")) > 0
 
 
 class _Boom(RuntimeError):
@@ -130,7 +144,7 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tmp_path, monkey
     with pytest.raises(_Boom):
         runner.run(cfg, tracking_uri=uri, out_dir=tmp_path / "r", progress=False)
     monkeypatch.setattr(cb, "simulate", real_simulate)
-    state = runner.State(runner.work_dir("test-resume") / "state.json", cfg, resume=True)
+    state = runner.State(runner.seed_dir("test-resume", 0), cfg, 0, resume=True)
     g = state.data["groups"]["seed0/steprelu"]
     assert g["trained"] and [r["method"] for r in g["records"]] == ["steprelu"]
 

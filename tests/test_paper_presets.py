@@ -60,7 +60,9 @@ def _check_completed(preset: str, uri: str, out: Path, extra: list[str] = ()) ->
     exp = client.get_experiment_by_name(cfg["name"])
     assert exp is not None, f"no MLflow experiment {cfg['name']!r}"
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = {r.info.run_id: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    parents = {r.info.run_id: r for r in runs if "mlflow.parentRunId" not in r.data.tags
+               and r.data.tags.get("kind") != "comparison"}   # compare-seed<k>: all methods, one run
+    assert any(r.data.tags.get("kind") == "comparison" for r in runs), "no compare-seed<k> run"
     assert len(parents) == len(presets.activation_groups(cfg)), sorted(r.info.run_name for r in runs)
     for p in parents.values():
         assert p.info.status == "FINISHED", p.info.run_name
