@@ -2,12 +2,15 @@
 
     python -m bench run --preset smoke [--set key=value ...] [--resume] [--tracking-uri URI]
     python -m bench run --preset paper-cifar10-vgg16 --dry-run --data-dir DIR   (a few batches, CPU)
+    python -m bench report --preset smoke [--migrate]   (aggregate finished seeds, no training)
+    python -m bench report --all                        (every preset + results/README.md)
     python -m bench list
     python -m bench speed
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -22,10 +25,13 @@ def main(argv=None) -> int:
                         "train.epochs=5, methods=[steprelu,qcfs], test_subset=null")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint, into the same MLflow runs")
-    r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)")
+    r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///store/mlflow.db)")
     r.add_argument("--data-dir", default=None, help="folder holding the dataset (see README, Data)")
     r.add_argument("--out", default=None, help="output folder (default results/<preset>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--wait", action="store_true",
+                   help="if another run holds this preset and seed, wait for it instead of stopping "
+                        "(= ANNSNN_LOCK_WAIT=1)")
     r.add_argument("--seeds", default=None, metavar="0,1,2",
                    help="train and evaluate these seeds (= --set seeds=[0,1,2]); the summary gives "
                         "mean, std and a 95 %% CI over them and paired tests between methods")
@@ -33,44 +39,106 @@ def main(argv=None) -> int:
                    help="2 training batches, then every method at T = 2 on 2 batches, on CPU "
                         "(bench/dry_run.py: --set overrides applied before yours)")
     sub.add_parser("list", help="list presets")
-    rp = sub.add_parser("report", help="re-render results/<preset>/summary.md from its results.json")
-    rp.add_argument("--preset", default="smoke")
+    rp = sub.add_parser("report", help="aggregate the finished seeds of results/<preset>/ and render "
+                                       "its tables and plots (no training)")
+    rp.add_argument("--preset", default="smoke", help="results/<preset>/ to aggregate")
+    rp.add_argument("--all", action="store_true",
+                    help="every results/<preset>/, then results/README.md (a verdict per claim) "
+                         "and README.md's generated result blocks")
+    rp.add_argument("--migrate", action="store_true",
+                    help="first move a legacy folder (top-level results.json) into seeds/seed<k>/")
     s = sub.add_parser("speed", help="speed benchmark (writes results/speed.md)")
     s.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke check)")
     args = parser.parse_args(argv)
 
     from . import presets
     if args.cmd == "list":
-        for name in presets.available():
-            cfg = presets.load(name)
-            print(f"{name:28s} {cfg['dataset']:14s} {cfg['arch']:10s} {cfg['description']}")
-        return 0
+        return list_presets()
     if args.cmd == "report":
-        from pathlib import Path
-
-        from . import report
-        print(report.rerender(Path(__file__).resolve().parents[1] / "results" / args.preset))
-        return 0
+        return report_command(args)
     if args.cmd == "speed":
         from . import speed
         return speed.main(quick=args.quick)
     try:
-        sets = list(args.sets) + ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+        # JSON-quoted: a folder named like a YAML value (null, yes, 0x10) stays that folder
+        sets = list(args.sets) + ([f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
         if args.seeds is not None:
             sets.append(f"seeds=[{args.seeds}]")
         if args.dry_run:
             from .dry_run import overrides
             sets = overrides(presets.load(args.preset, sets)) + sets
         cfg = presets.load(args.preset, sets)
+        check_data_dir(cfg["data_dir"])
     except presets.PresetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from pathlib import Path
 
+    from annsnn.simulate import NonFiniteError
+    from lightning_modules.data_sources import DataUnavailableError
+
+    import tracking
+
     from . import runner
-    runner.run(cfg, resume=args.resume, tracking_uri=args.tracking_uri,
-               out_dir=Path(args.out) if args.out else None, progress=not args.no_progress)
+    try:
+        runner.run(cfg, resume=args.resume, tracking_uri=args.tracking_uri,
+                   out_dir=Path(args.out) if args.out else None, progress=not args.no_progress,
+                   wait=True if args.wait else None)
+    except DataUnavailableError as exc:   # missing data: what to do, not where it was noticed
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except NonFiniteError as exc:         # bad data: the batch and image, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except tracking.StoreError as exc:    # a tracking store that cannot be repaired: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def report_command(args) -> int:
+    """``report``: aggregate one preset's seeds (or all presets) from their files alone."""
+    from . import aggregate, report
+    try:
+        if args.all:
+            for path in report.report_all():
+                print(f"[report] wrote {path}")
+            return 0
+        folder = report.RESULTS / args.preset
+        if not aggregate.is_run(folder):
+            print(f"error: results/{args.preset} holds no seeds/seed*/ and no results.json", file=sys.stderr)
+            return 2
+        if args.migrate:
+            moved = aggregate.migrate(folder)
+            print(f"[report] moved results/{args.preset} into seeds/: {len(moved)} files")
+        print(report.aggregate(folder))
+    except aggregate.LayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def list_presets() -> int:
+    """One line per preset: name, dataset, architecture, description (or why it does not load)."""
+    from . import presets
+    for name in presets.available():
+        try:
+            cfg = presets.load(name)
+        except presets.PresetError as exc:
+            print(f"{name:28s} (does not load: {exc})")
+            continue
+        print(f"{name:28s} {cfg['dataset']:14s} {cfg['arch']:10s} {cfg['description']}")
+    return 0
+
+
+def check_data_dir(data_dir) -> None:
+    """A data folder that is not there is a typo, not a request for the default search."""
+    from pathlib import Path
+
+    from . import presets
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        what = "does not exist" if not Path(data_dir).expanduser().exists() else "is not a folder"
+        raise presets.PresetError(f"data folder {data_dir} (--data-dir / data_dir) {what}")
 
 
 if __name__ == "__main__":

@@ -47,16 +47,32 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
 def paired(records_a: list[dict], records_b: list[dict], t: int) -> tuple[int, int, float, int] | None:
     """McNemar between two settings at step t over the seeds both have (same test images),
     discordant counts summed over seeds; also returns the number of seeds used."""
+    return paired_at(records_a, t, records_b, t)
+
+
+def paired_at(records_a: list[dict], t_a, records_b: list[dict], t_b) -> tuple[int, int, float, int] | None:
+    """McNemar between setting a at step ``t_a`` and setting b at step ``t_b`` on the same test
+    images (e.g. steprelu at t = 1 against a baseline at t = 4), pooled over the seeds both
+    have. ``t_a``/``t_b`` is a step or a function record -> step (None skips that seed: a
+    per-seed operating point). Only steps whose per-image correctness the records store
+    (1, 2, 4, ... T_max) can be tested; None when no seed can."""
+    step_a = t_a if callable(t_a) else (lambda r: t_a)
+    step_b = t_b if callable(t_b) else (lambda r: t_b)
     by_seed_b = {r.get("seed", 0): r for r in records_b}
     a_all, b_all = [], []
     for ra in records_a:
         rb = by_seed_b.get(ra.get("seed", 0))
-        key = str(t)
-        if rb is None or key not in ra.get("correct_at", {}) or key not in rb.get("correct_at", {}):
+        if rb is None:
+            continue
+        ka, kb = step_a(ra), step_b(rb)
+        if ka is None or kb is None:
+            continue
+        ka, kb = str(ka), str(kb)
+        if ka not in ra.get("correct_at", {}) or kb not in rb.get("correct_at", {}):
             continue
         n = ra["n_images"]
-        a_all.append(bits_correct(ra["correct_at"][key], n))
-        b_all.append(bits_correct(rb["correct_at"][key], n))
+        a_all.append(bits_correct(ra["correct_at"][ka], n))
+        b_all.append(bits_correct(rb["correct_at"][kb], n))
     if not a_all:
         return None
     only_a, only_b, p = mcnemar(np.concatenate(a_all), np.concatenate(b_all))

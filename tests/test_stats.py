@@ -49,6 +49,21 @@ def test_paired_pools_discordant_images_over_seeds():
     assert stats.paired(ref, other, 4) is None           # no correctness stored at t = 4
 
 
+def test_paired_at_compares_different_steps_per_seed():
+    def rec(method, seed, by_t):
+        r = _rec(method, seed, by_t[1])
+        r["correct_at"] = {str(t): _rec(method, seed, ok)["correct_at"]["1"] for t, ok in by_t.items()}
+        return r
+    ref = [rec("steprelu", 0, {1: [1, 1, 1, 0]}), rec("steprelu", 1, {1: [1, 1, 0, 0]})]
+    other = [rec("qcfs", 0, {1: [0, 0, 0, 0], 4: [1, 1, 1, 1]}), rec("qcfs", 1, {1: [0, 0, 0, 0], 4: [0, 0, 0, 0]})]
+    # steprelu at 1 against qcfs at 4: seed 0: 0 vs 1; seed 1: 2 vs 0
+    assert stats.paired_at(ref, 1, other, 4)[:2] + (stats.paired_at(ref, 1, other, 4)[3],) == (2, 1, 2)
+    # a step per seed (an operating point): seed 0 at 4, seed 1 skipped
+    only0 = stats.paired_at(ref, 1, other, lambda r: 4 if r["seed"] == 0 else None)
+    assert only0[:2] == (0, 1) and only0[3] == 1
+    assert stats.paired_at(ref, 1, other, 2) is None     # nothing stored at t = 2
+
+
 def test_summary_compares_every_method_with_the_exact_one():
     cfg = {"T_max": 1, "methods": ["qcfs", "steprelu"]}
     table = report.paired_table(cfg, [_rec("steprelu", 0, [1, 1, 1, 0], exact=True),
