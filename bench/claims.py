@@ -192,7 +192,8 @@ def robustness_claims(run: Run) -> dict[str, Verdict]:
                "protocol; a new run renews it)")
         return {k: Verdict(NOT_TESTABLE, [f"- `{run.name}`: {why}."]) for k in ("noise", "leak")}
     out = robustness.claims(run.cfg, run.rows)
-    return {k: Verdict(out[k]["verdict"], [f"- `{run.name}`:"] + list(out[k]["lines"]))
+    return {k: Verdict(out[k]["verdict"], [f"- `{run.name}`: {out[k]['verdict']}.", ""]  # its own block
+                       + [("  " + line) if line else line for line in out[k]["lines"]] + [""])
             for k in ("noise", "leak")}
 
 
