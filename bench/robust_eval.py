@@ -9,7 +9,6 @@ robust accuracy (per-image minimum over attacks) and the paired tests are comput
 """
 from __future__ import annotations
 
-import inspect
 import time
 
 import torch
@@ -44,12 +43,6 @@ def _loader(x, y, bs):
 
 
 def _convert(ann, method, calib, leak=1.0, leak_mode="exp"):
-    if leak_mode == "exp" and leak == 1.0:
-        return convert(ann, method, calib, 1.0)
-    if "leak_mode" not in inspect.signature(convert).parameters:
-        if leak_mode != "exp":
-            raise RuntimeError("annsnn.convert has no leak_mode: the linear leak is not available")
-        return convert(ann, method, calib, leak)
     return convert(ann, method, calib, leak, leak_mode=leak_mode)
 
 
