@@ -151,8 +151,11 @@ def cost_plot(cfg: dict, records: list[dict], path: Path) -> None:
 
 
 def manifest(cfg: dict, wall: float, uri: str, run_ids: dict, out: Path | None = None) -> dict:
+    # results/ holds outputs, never code: another preset's fresh, uncommitted results in the
+    # same checkout (a smoke run just before) do not make this run's code "-dirty"
+    ignore = [tracking.PROJECT_ROOT / "results"] + ([out] if out else [])
     return {
-        "preset": cfg, "git_commit": tracking.git_commit(ignore=[out] if out else []), "versions": tracking.versions(),
+        "preset": cfg, "git_commit": tracking.git_commit(ignore=ignore), "versions": tracking.versions(),
         "seeds": cfg["seeds"], "wall_seconds": round(wall, 1),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
@@ -238,7 +241,7 @@ def provenance(man: dict) -> str:
         head = f"Commit `{man['git_commit']}`"
     jobs = man.get("jobs") or 1
     return (f"{head}, wall time {man['wall_seconds']:.0f} s"
-            + (f" summed over {jobs} jobs" if jobs > 1 else "") + ", versions in manifest.json.")
+            + (f" summed over {jobs} seed runs" if jobs > 1 else "") + ", versions in manifest.json.")
 
 
 def _plots(cfg: dict, records: list[dict], out: Path) -> None:

@@ -110,13 +110,27 @@ def test_missing_seeds_are_named(tmp_path, capsys):
     assert "seeds found [0, 2]" in line and "missing: [1]" in line
 
 
+def _legacy_copy(src: Path, out: Path) -> None:
+    """``src`` (a committed run) as the layout before per-seed folders: one top-level
+    results.json and one manifest for a job that ran every seed, and its summary.md."""
+    out.mkdir()
+    if not (src / "seeds").is_dir():
+        for name in ("results.json", "manifest.json", "summary.md"):
+            shutil.copy(src / name, out / name)
+        return
+    run = aggregate.load(src)
+    man = {k: v for k, v in run.manifest.items() if k not in ("seed_manifests", "git_commits", "jobs")}
+    man["git_commit"] = next(iter(run.manifest["git_commits"].values()))
+    (out / "results.json").write_text(json.dumps(run.records))
+    (out / "manifest.json").write_text(json.dumps(man))
+    (out / "summary.md").write_text(report.render(run.cfg, run.records, man))
+
+
 def test_legacy_folder_migrates_unchanged(tmp_path):
-    """The committed 5-seed reference, moved into seeds/, renders the same summary."""
+    """The committed 5-seed reference, as a legacy folder moved into seeds/, renders the same summary."""
     src = ROOT / "results" / "fashion-mnist-reference"
     out = tmp_path / src.name
-    out.mkdir()
-    for name in ("results.json", "manifest.json", "summary.md"):
-        shutil.copy(src / name, out / name)
+    _legacy_copy(src, out)
     legacy = aggregate.load(out)
     assert legacy.layout == "legacy"
     aggregate.migrate(out)

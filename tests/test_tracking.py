@@ -129,6 +129,18 @@ def next_run_logs(uri: str) -> None:
     assert [m.step for m in client.get_metric_history(rid, "snn_acc")] == [1, 2]
 
 
+def _largest_db_file(d: Path) -> int:
+    """Size of the largest database file in ``d``; sqlite's journals come and go while we look."""
+    sizes = [0]
+    for f in d.iterdir():
+        if ".db" in f.name:
+            try:
+                sizes.append(f.stat().st_size)
+            except FileNotFoundError:
+                pass
+    return max(sizes)
+
+
 def kill_when(d: Path, uri: str, size: int) -> None:
     """Start a first run and SIGKILL it once a database file in ``d`` has ``size`` bytes
     (0: as soon as the process runs), i.e. at a point of the schema's creation."""
@@ -136,8 +148,7 @@ def kill_when(d: Path, uri: str, size: int) -> None:
     try:
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None:
-            if size == 0 or any(f.stat().st_size >= size for f in d.iterdir() if ".db" in f.name
-                                and f.is_file()):
+            if size == 0 or _largest_db_file(d) >= size:
                 break
             time.sleep(0.02)
         assert p.poll() is None, "the first run finished before it could be killed"
