@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SEEDS_DIR = "seeds"
-IGNORED_KEYS = ("seeds",)   # the only preset key seed jobs may differ in
+# Preset keys seed jobs may differ in: which seeds, and the words and wall-time budget around
+# the experiment, none of which changes a computed number (a budget revised between seed jobs
+# must not orphan the seeds already run).
+IGNORED_KEYS = ("seeds", "description", "why", "budget_minutes")
 
 
 class LayoutError(ValueError):
@@ -68,7 +71,7 @@ def _flat(d, prefix=""):
 
 
 def differing_keys(presets: list[dict]) -> list[str]:
-    """Dotted keys (``train.epochs``) whose values differ between presets, ``seeds`` aside."""
+    """Dotted keys (``train.epochs``) whose values differ between presets, IGNORED_KEYS aside."""
     flats = [_flat({k: v for k, v in p.items() if k not in IGNORED_KEYS}) for p in presets]
     keys = sorted(set().union(*flats)) if flats else []
     return [k for k in keys if len({json.dumps(f.get(k, "<absent>"), sort_keys=True) for f in flats}) > 1]

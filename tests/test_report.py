@@ -89,6 +89,16 @@ def test_seeds_of_one_job_count_its_wall_time_once(tmp_path):
     assert aggregate.load(out).manifest["wall_seconds"] == 30.0
 
 
+def test_seed_jobs_may_differ_in_words_and_budget_only(tmp_path):
+    out = tmp_path / "tiny"
+    _seed_job(out, 0)
+    _seed_job(out, 1, cfg=_cfg([1], description="revised", why="revised", budget_minutes=90))
+    assert aggregate.load(out).seeds_found == [0, 1]
+    _seed_job(out, 2, cfg=_cfg([2], calib_size=7))
+    with pytest.raises(aggregate.MixedPresets, match=r"differing keys: calib_size\)"):
+        aggregate.load(out)
+
+
 def test_mixed_presets_are_refused_naming_the_keys(tmp_path, monkeypatch, capsys):
     out = tmp_path / "tiny"
     _seed_job(out, 0)
