@@ -125,11 +125,15 @@ def ann_energy_pj(macs: float) -> float:
 def correct_bits(predictions: torch.Tensor, labels: torch.Tensor) -> str:
     """Per-image correctness (prediction == label) packed into bits, base64-encoded: what a
     paired test (McNemar) between two methods on the same images needs, in ~1/6 byte per image."""
+    return pack_bits((predictions.cpu() == labels.cpu()).numpy())
+
+
+def pack_bits(ok) -> str:
+    """A boolean array (one entry per image) packed as ``correct_bits`` stores it."""
     import base64
 
     import numpy as np
-    ok = (predictions.cpu() == labels.cpu()).numpy().astype(bool)
-    return base64.b64encode(np.packbits(ok).tobytes()).decode("ascii")
+    return base64.b64encode(np.packbits(np.asarray(ok, dtype=bool)).tobytes()).decode("ascii")
 
 
 def bits_correct(packed: str, n: int):

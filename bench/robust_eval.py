@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from annsnn import convert, simulate
 from annsnn.attacks import UnrolledSNN, fgsm, pgd
+from annsnn.metrics import pack_bits
 from annsnn.noise import make_perturbation
 from annsnn.progress import progress_bar
 from annsnn.recipes import get_recipe
 
 from .costs import operating_t
-from .robust_stats import pack
 
 FIELDS = ["seed", "family", "method", "source", "attack", "mode", "level", "leak", "leak_mode",
           "point", "T", "n", "acc", "correct", "note", "wall_s"]
@@ -40,10 +40,6 @@ def _tensors(loader):
 
 def _loader(x, y, bs):
     return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=False)
-
-
-def _convert(ann, method, calib, leak=1.0, leak_mode="exp"):
-    return convert(ann, method, calib, leak, leak_mode=leak_mode)
 
 
 def points(rc: dict, op: int) -> dict[str, int]:
@@ -107,7 +103,7 @@ class _Stage:
         for name, t in (pts or self.pts[method]).items():
             ok = (res.predictions[:, t - 1] == res.labels).numpy()
             self.add(method=method, point=name, T=t, n=len(ok), acc=float(ok.mean()),
-                     correct=pack(ok), **kw)
+                     correct=pack_bits(ok), **kw)
 
     def sim(self, snn, x, y, T, perturb=None, ann=None):
         return simulate(snn, _loader(x, y, self.bs), T, ann=ann, perturb=perturb, seed=self.seed,
@@ -121,7 +117,7 @@ class _Stage:
         x, y = self.head("noise_images")
         for m in self.methods:
             ann = self.anns[get_recipe(m).activation]
-            snn = self.snns[m] = _convert(ann, m, self.calib)
+            snn = self.snns[m] = convert(ann, m, self.calib)
             cache = {}
 
             def clean_sim(T, snn=snn, ann=ann):
@@ -159,7 +155,7 @@ class _Stage:
             with torch.inference_mode():
                 ok = torch.cat([ann(xb).argmax(1) == yb for xb, yb in _loader(x, y, self.bs)]).numpy()
             self.add(family="ann", method=src, source=src, attack="clean", point="ANN", n=len(ok),
-                     acc=float(ok.mean()), correct=pack(ok))
+                     acc=float(ok.mean()), correct=pack_bits(ok))
             for kind in rc["ann_attacks"]:
                 for eps in rc["eps"]:
                     e = float(eps) / 255
@@ -171,7 +167,7 @@ class _Stage:
                     with torch.inference_mode():
                         ok = torch.cat([ann(xb).argmax(1) == yb for xb, yb in _loader(xa, y, self.bs)]).numpy()
                     self.add(family="ann", method=src, source=src, attack=kind, level=float(eps), point="ANN",
-                             n=len(ok), acc=float(ok.mean()), correct=pack(ok))
+                             n=len(ok), acc=float(ok.mean()), correct=pack_bits(ok))
                     for m in self.methods:
                         res = self.sim(self.snns[m], xa, y, self.T_need(m))
                         self.add_sim(res, m, family="transfer", source=src, attack=kind, level=float(eps))
@@ -201,7 +197,7 @@ class _Stage:
                         done[(t, eps)] = (res.predictions[:, t - 1] == res.labels).numpy()
                     ok = done[(t, eps)]
                     self.add(family="snn_pgd", method=m, attack="pgd", level=float(eps), point=name, T=t,
-                             n=len(ok), acc=float(ok.mean()), correct=pack(ok),
+                             n=len(ok), acc=float(ok.mean()), correct=pack_bits(ok),
                              note=f"PGD-{rc['snn_pgd_steps']} x {rc['snn_pgd_restarts']} restarts through {t} steps")
             bar.update()
 
@@ -213,7 +209,7 @@ class _Stage:
             variants = [(1.0, "-")] + [(float(lv), mode) for mode in rc["leak_modes"]
                                        for lv in rc["leaks"] if float(lv) != 1.0]
             for leak, mode in variants:
-                snn = self.snns[m] if leak == 1.0 else _convert(ann, m, self.calib, leak, mode)
+                snn = self.snns[m] if leak == 1.0 else convert(ann, m, self.calib, leak, leak_mode=mode)
                 for dyn in lk["dynamic"]:
                     p = make_perturbation(lk["kind"], lk["level"], dyn)
                     res = self.sim(snn, x, y, self.T_need(m), p)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from annsnn.metrics import bits_correct, correct_bits
+from annsnn.metrics import bits_correct
 
 from .stats import ci95, mcnemar
 
@@ -27,11 +27,6 @@ def bits(row: dict, n: int | None = None) -> np.ndarray:
     """The row's per-image correctness, its first ``n`` images (default all)."""
     arr = bits_correct(row["correct"], int(row["n"]))
     return arr if n is None else arr[:n]
-
-
-def pack(ok: np.ndarray) -> str:
-    import torch
-    return correct_bits(torch.as_tensor(np.asarray(ok, dtype=bool)), torch.ones(len(ok), dtype=torch.bool))
 
 
 def half_width(n: int, p: float = 0.5) -> float:

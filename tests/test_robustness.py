@@ -14,7 +14,8 @@ from annsnn import models
 from bench import presets, robustness
 from bench.robust_eval import choose_op, points
 from bench.robust_render import leak_comparisons, robust_rows
-from bench.robust_stats import bits, pack, paired
+from annsnn.metrics import pack_bits
+from bench.robust_stats import bits, paired
 
 METHODS = ["robustnorm", "qcfs", "steprelu"]
 TINY = ["robustness.enabled=true", "robustness.test_subset=24", "robustness.noise_images=24",
@@ -74,7 +75,7 @@ def _row(**kw):
     base.update(kw)
     if "ok" in kw:
         ok = np.asarray(base.pop("ok"), dtype=bool)
-        base.update(n=len(ok), acc=float(ok.mean()), correct=pack(ok))
+        base.update(n=len(ok), acc=float(ok.mean()), correct=pack_bits(ok))
     return base
 
 
