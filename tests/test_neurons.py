@@ -24,18 +24,24 @@ def run(neuron: IFNeuron, xs) -> torch.Tensor:
         return torch.stack([neuron(x) for x in xs])
 
 
+def outputs_and_residuals(neuron: IFNeuron, xs) -> tuple[list[float], list[float]]:
+    """Each step's output and residual potential (units of theta) for a one-neuron ``xs``, from reset."""
+    neuron.reset()
+    outs, res = [], []
+    with torch.no_grad():
+        for x in xs:
+            outs.append(float(neuron(x)))
+            res.append(float(neuron.u))
+    return outs, res
+
+
 def test_recursion_by_hand():
     """theta = 0.5, phi = 0.5, leak = 0.5, at most 2 spikes; x_t/theta = .75, .25, 2.5, -1, 0:
     u: 1.25 -> n=1 r=.25 | .125+.25=.375 -> 0 | .1875+2.5=2.6875 -> 2 r=.6875 |
        .34375-1 -> 0 r=-.65625 | -.328125 -> 0."""
     m = IFNeuron(0.5, max_spikes=2, phi=0.5, leak=0.5)
     xs = [torch.tensor([v * 0.5]) for v in (0.75, 0.25, 2.5, -1.0, 0.0)]
-    m.reset()
-    outs, res = [], []
-    with torch.no_grad():
-        for x in xs:
-            outs.append(float(m(x)))
-            res.append(float(m.u))
+    outs, res = outputs_and_residuals(m, xs)
     assert outs == [0.5, 0.0, 1.0, 0.0, 0.0]
     assert res == [0.25, 0.375, 0.6875, -0.65625, -0.328125]   # residual, in units of theta
     assert m.spikes == 3 and m.neuron_steps == 5 and m.max_n == 2
@@ -303,12 +309,7 @@ def test_linear_leak_by_hand():
     0-.625 -> r=-.625 | -.375 | -.125 | ceiled: 0 (not +.125) +2.75 -> n=2 r=.75."""
     m = IFNeuron(0.5, max_spikes=2, phi=0.0, leak=0.75, leak_mode="linear")
     xs = [torch.tensor([v * 0.5]) for v in (1.5, 0.0, 0.125, 0.0, -0.625, 0.0, 0.0, 2.75)]
-    m.reset()
-    outs, res = [], []
-    with torch.no_grad():
-        for x in xs:
-            outs.append(float(m(x)))
-            res.append(float(m.u))
+    outs, res = outputs_and_residuals(m, xs)
     assert outs == [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
     assert res == [0.5, 0.25, 0.125, 0.0, -0.625, -0.375, -0.125, 0.75]
     exp = IFNeuron(0.5, max_spikes=2, phi=0.0, leak=0.75, leak_mode="exp")
