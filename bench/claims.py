@@ -120,11 +120,6 @@ def _diff(ref: list[dict], rs: list[dict], t_of) -> str:
     return stats.spread(d, ".2f")
 
 
-def _p(p: float) -> str:
-    """An exact p that underflows a double is below 1e-300, not 0."""
-    return f"{p:.2g}" if p > 0 else "< 1e-300"
-
-
 def latency(run: Run) -> Verdict:
     found = _reference(run)
     if found is None:
@@ -142,14 +137,14 @@ def latency(run: Run) -> Verdict:
         for t in [b for b in BUDGETS if b <= T]:
             res = stats.paired_at(ref, 1, rs, t)
             mean_diff = sum(a["acc"][0] for a in ref) / len(ref) - sum(r["acc"][t - 1] for r in rs) / len(rs)
-            p = "n/a (no per-image correctness)" if res is None else _p(res[2])
+            p = "n/a (no per-image correctness)" if res is None else stats.fmt_p(res[2])
             lines.append(f"| {run.name} | {m} | t = {t} | {_pct([r['acc'][t - 1] for r in rs])} | "
                          f"{_pct([r['acc'][0] for r in ref])} | {_diff(ref, rs, lambda r, t=t: t)} | {p} | "
                          f"{res[3] if res else len(rs)} |")
             if res is None:
                 untestable.append(t)
             elif not (mean_diff > 0 and res[2] < ALPHA):
-                failed.append(f"{m} at t = {t} (difference {100 * mean_diff:+.2f} points, p = {_p(res[2])})")
+                failed.append(f"{m} at t = {t} (difference {100 * mean_diff:+.2f} points, p = {stats.fmt_p(res[2])})")
         op = lambda r: costs.operating_t(r, 1.0)  # noqa: E731
         ts = [op(r) for r in rs]
         res = stats.paired_at(ref, 1, rs, op)
@@ -158,7 +153,7 @@ def latency(run: Run) -> Verdict:
             f"| {run.name} | {m} | its operating point: t = "
             f"{', '.join(str(t) if t else f'not by {T}' for t in ts)} | "
             f"{_pct([r['acc'][op(r) - 1] for r in reached])} | {_pct([r['acc'][0] for r in ref])} | "
-            f"{_diff(ref, rs, op)} | {'n/a (not stored at that t)' if res is None else _p(res[2])} | "
+            f"{_diff(ref, rs, op)} | {'n/a (not stored at that t)' if res is None else stats.fmt_p(res[2])} | "
             f"{res[3] if res else len(reached)} |")
     if untestable:
         verdict = NOT_TESTABLE

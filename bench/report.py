@@ -95,7 +95,7 @@ def paired_table(cfg: dict, records: list[dict]) -> str:
                 continue
             a, b, p, k = res
             n = sum(r["n_images"] for r in rs[:k])
-            lines.append(f"| {m} | {leak:g} | {t} | {100 * (a - b) / n:+.2f} | {a} | {b} | {p:.2g} | {k} |")
+            lines.append(f"| {m} | {leak:g} | {t} | {100 * (a - b) / n:+.2f} | {a} | {b} | {stats.fmt_p(p)} | {k} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 

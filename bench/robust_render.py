@@ -343,6 +343,16 @@ def _leak_claim(cfg, rows) -> dict:
     if not comps:
         return {"verdict": "not testable here",
                 "lines": ["No leak < 1 was compared with leak 1 on the same images (robustness.leaks)."]}
+    # The leak never acts at the first step (annsnn.neurons), so a comparison at T = 1 is the
+    # same network twice: it cannot differ and would only tighten the Bonferroni threshold.
+    # Left out only when the data agree (no discordant image); one that differs stays in.
+    at_t1 = [c for c in comps if {r["T"] for r in c["rows"] + c["base"]} == {1}
+             and c["cmp"].only_a == c["cmp"].only_b == 0]
+    comps = [c for c in comps if c not in at_t1]
+    if not comps:
+        return {"verdict": "not testable here",
+                "lines": [f"Leak was compared with leak 1 only at T = 1, where the leak never acts "
+                          f"({len(at_t1)} comparisons, all identical)."]}
     lk = cfg["robustness"]["leak_noise"]
     k = len(comps)
     alpha = ALPHA / k
@@ -350,7 +360,9 @@ def _leak_claim(cfg, rows) -> dict:
     lines = [f"Setting: {ref}, {lk['kind']} noise level {lk['level']:g}, every leak < 1 against leak 1 on the "
              f"same images and noise draws; {seeds} seed(s), {comps[0]['cmp'].n_images} images per seed; "
              f"difference in points [95 % CI, {comps[0]['cmp'].ci_kind}], McNemar's exact p pooled over seeds. "
-             f"{k} comparisons: Bonferroni threshold p < {alpha:.2g}.", ""]
+             f"{k} comparisons: Bonferroni threshold p < {alpha:.2g}."
+             + (f" {len(at_t1)} comparisons at T = 1 left out: the leak never acts at the first step, and "
+                f"each had 0 discordant images." if at_t1 else ""), ""]
     better = [c for c in comps if c["cmp"].diff > 0 and c["cmp"].p < alpha and (c["cmp"].lo is None or c["cmp"].lo > 0)]
     worse = [c for c in comps if c["cmp"].diff < 0 and c["cmp"].p < alpha]
     best = max(comps, key=lambda c: c["cmp"].diff)

@@ -20,7 +20,7 @@ from scipy import stats as sps
 
 from annsnn.metrics import bits_correct
 
-from .stats import ci95, mcnemar
+from .stats import ci95, fmt_p, mcnemar
 
 
 def bits(row: dict, n: int | None = None) -> np.ndarray:
@@ -93,6 +93,3 @@ def fmt_paired(c: Paired | None) -> str:
     ci = "" if c.lo is None else f" [{c.lo:+.2f}, {c.hi:+.2f}]"
     return f"{c.diff:+.2f}{ci}, p = {fmt_p(c.p)}"
 
-
-def fmt_p(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"

@@ -36,6 +36,15 @@ def spread(values, fmt: str) -> str:
             f"[{format(lo, fmt)}, {format(hi, fmt)}]")
 
 
+P_FLOOR = 1e-4
+
+
+def fmt_p(p: float) -> str:
+    """One p-value format for every table: two significant digits, and "< 1e-4" below that,
+    where the exact value (or its underflow to 0) says nothing more."""
+    return f"{p:.2g}" if p >= P_FLOOR else f"< {P_FLOOR:g}"
+
+
 def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
     """(images only ``a`` gets right, images only ``b`` gets right, exact two-sided p)."""
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))

@@ -184,9 +184,9 @@ def test_leak_comparison_statistics_on_constructed_data():
         other[20:20 + k] = True          # k images only the leak gets right
         other[0] = False                 # one image only leak 1 gets right
         rows += [_row(seed=seed, family="leak", attack="salt_pepper", mode="dynamic", level=0.9, point="T_op",
-                      ok=base),
+                      T=4, ok=base),
                  _row(seed=seed, family="leak", attack="salt_pepper", mode="dynamic", level=0.9, point="T_op",
-                      leak=0.9, leak_mode="exp", ok=other)]
+                      T=4, leak=0.9, leak_mode="exp", ok=other)]
     (c,) = leak_comparisons(rows)
     diffs = [100 * (k - 1) / n for k in (6, 2, 4)]
     assert c["cmp"].diff == pytest.approx(np.mean(diffs))
@@ -203,8 +203,15 @@ def test_leak_comparison_statistics_on_constructed_data():
     assert cl["leak"]["verdict"] == "not supported" and any("+7.50" in line for line in cl["leak"]["lines"])
     rows[4:6] = [dict(r, seed=1) for r in rows[0:2]]   # seeds agree: the interval excludes 0
     rows[2:4] = [dict(r, seed=2) for r in rows[0:2]]
-    assert robustness.claims({"methods": ["m"], "robustness": {"leak_noise": {"kind": "salt_pepper", "level": 0.9}}},
-                             rows + [_row(ok=[1])])["leak"]["verdict"] == "supported"
+    cfg = {"methods": ["m"], "robustness": {"leak_noise": {"kind": "salt_pepper", "level": 0.9}}}
+    assert robustness.claims(cfg, rows + [_row(ok=[1])])["leak"]["verdict"] == "supported"
+    # the leak never acts at t = 1: T = 1 comparisons are identical by construction and stay out
+    # of the Bonferroni family, which keeps one comparison
+    at1 = [dict(r, point="T_1", T=1, mode=mode, correct=rows[0]["correct"], acc=rows[0]["acc"])
+           for mode in ("dynamic", "static") for r in rows[0:2]]
+    cl = robustness.claims(cfg, rows + at1 + [_row(ok=[1])])["leak"]
+    assert cl["verdict"] == "supported" and any("1 comparisons" in line for line in cl["lines"])
+    assert any("2 comparisons at T = 1 left out" in line for line in cl["lines"])
 
 
 def test_log_to_mlflow_writes_each_curve_with_its_strength_as_step(stage, tmp_path):
