@@ -115,7 +115,7 @@ def accuracy_plot(cfg: dict, records: list[dict], path: Path) -> None:
     df = _curves_frame(records)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=df, x="t", y="acc", hue="setting", marker="o", markersize=4,
-                 errorbar=("ci", 95), ax=ax)
+                 errorbar=stats.t_band, ax=ax)
     for (method, leak), rs in _by_setting(records).items():
         ann = [r["ann_acc"] for r in rs if r["ann_acc"] is not None]
         if ann and leak == 1.0:

@@ -1,5 +1,5 @@
 """Seaborn figures of the robustness stage, from its rows (issue 13 item 6): accuracy vs eps
-with 95 % CI bands over seeds, the transfer matrix as a heatmap, noise sweeps, and leak vs
+with 95 % Student-t CI bands over seeds, the transfer matrix as a heatmap, noise sweeps, and leak vs
 accuracy under noise. Each figure is drawn at every method's operating point (T_op)."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from . import stats  # noqa: E402
 from .robust_render import methods_of, robust_rows  # noqa: E402
 
 FILES = ("robustness_eps.png", "robustness_transfer.png", "robustness_noise.png", "robustness_leak.png")
@@ -56,7 +57,7 @@ def plots(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
     if curves:
         data = pd.concat(curves, ignore_index=True)
         g = sns.relplot(data=data, x="level", y="acc", hue="method", hue_order=methods, col="panel",
-                        kind="line", marker="o", errorbar=("ci", 95), height=3.4, aspect=1.1)
+                        kind="line", marker="o", errorbar=stats.t_band, height=3.4, aspect=1.1)
         g.set_axis_labels("eps (units of 1/255)", "accuracy (%) at T_op")
         g.set_titles("{col_name}")
         files.append(_save(g, out / FILES[0]))
@@ -76,7 +77,7 @@ def plots(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
     if len(nz):
         nz["setting"] = nz["attack"] + ", " + nz["mode"]
         g = sns.relplot(data=nz, x="level", y="acc", hue="method", hue_order=methods, col="setting",
-                        kind="line", marker="o", errorbar=("ci", 95), height=3.2, aspect=1.0,
+                        kind="line", marker="o", errorbar=stats.t_band, height=3.2, aspect=1.0,
                         facet_kws={"sharex": False})
         g.set_axis_labels("noise level (s or sigma)", "accuracy (%) at T_op")
         g.set_titles("{col_name}")
@@ -88,7 +89,7 @@ def plots(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
         data = pd.concat(parts, ignore_index=True)
         data["noise"] = data["mode"]
         g = sns.relplot(data=data, x="leak", y="acc", hue="method", hue_order=methods, style="leak_mode",
-                        col="noise", kind="line", marker="o", errorbar=("ci", 95), height=3.4, aspect=1.1)
+                        col="noise", kind="line", marker="o", errorbar=stats.t_band, height=3.4, aspect=1.1)
         lkc = cfg["robustness"]["leak_noise"]
         g.set_axis_labels("leak", f"accuracy (%) at T_op under {lkc['kind']} {lkc['level']:g}")
         g.set_titles("{col_name} noise")

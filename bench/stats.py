@@ -22,6 +22,17 @@ def ci95(values) -> tuple[float, float] | None:
     return float(arr.mean() - half), float(arr.mean() + half)
 
 
+def t_band(values) -> tuple[float, float]:
+    """The 95 % Student-t interval as a seaborn ``errorbar`` callable: the bands of the plots
+    are then the intervals of the tables, and deterministic (seaborn's ("ci", 95) bootstraps
+    with a fresh random state, so every render drew different bands). One value: no band."""
+    band = ci95(values)
+    if band is None:
+        m = float(np.mean(values))
+        return m, m
+    return band
+
+
 def spread(values, fmt: str) -> str:
     """One figure over seeds: the value alone for one seed, else mean ± std [95 % CI]
     (``fmt`` a format spec such as ".2f"); "n/a" when nothing was measured."""

@@ -84,3 +84,28 @@ def test_seeds_flag(monkeypatch):
     monkeypatch.setattr("bench.runner.run", lambda cfg, **kw: seen.setdefault("seeds", cfg["seeds"]))
     assert main(["run", "--preset", "smoke", "--seeds", "0,1,2", "--no-progress"]) == 0
     assert seen["seeds"] == [0, 1, 2]
+
+
+def test_plot_bands_are_the_tables_student_t_intervals_and_render_the_same_twice(tmp_path, monkeypatch):
+    """Bands over seeds are stats.ci95 (the tables' interval), not seaborn's bootstrap, whose
+    fresh random state redrew every committed figure on every report."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    acc = rng.uniform(0.3, 0.9, size=(8, 3))          # 8 seeds, t = 1..3
+    records = [{"method": "qcfs", "leak": 1.0, "seed": s, "acc": list(a), "energy_ratio": [1.0, 2.0, 3.0],
+                "ann_acc": 0.9} for s, a in enumerate(acc)]
+    cfg = {"name": "x", "dataset": "d", "arch": "a", "seeds": list(range(8))}
+    report.accuracy_plot(cfg, records, tmp_path / "a.png")
+    report.accuracy_plot(cfg, records, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert stats.t_band([0.3]) == (0.3, 0.3)
+
+    monkeypatch.setattr(plt, "close", lambda *a, **k: None)   # keep the figure to read its band
+    report.accuracy_plot(cfg, records, tmp_path / "c.png")
+    band = plt.gcf().axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    want = [stats.ci95(100 * acc[:, t]) for t in range(3)]
+    assert set(np.round(band, 6)) == set(np.round([v for w in want for v in w], 6))   # polygon edges
+    plt.close("all")
