@@ -92,6 +92,10 @@ def _job_key(m: dict) -> tuple:
 def merged_manifest(manifests: dict[int, dict]) -> dict:
     """The top-level manifest, derived from the per-seed ones alone (deterministic)."""
     first = manifests[min(manifests)]
+    # Seed jobs may differ only in their words (IGNORED_KEYS): the newest job's describe the run,
+    # so revising a description or budget after seed 0 shows once the next seed lands.
+    newest = max(manifests.values(), key=lambda m: m.get("date_utc", ""))["preset"]
+    words = {k: newest[k] for k in IGNORED_KEYS if k != "seeds" and k in newest}
     seeds = sorted(manifests)
     commits = {str(k): m.get("git_commit") for k, m in manifests.items()}
     jobs = {_job_key(m): m.get("wall_seconds") or 0.0 for m in manifests.values()}
@@ -99,7 +103,7 @@ def merged_manifest(manifests: dict[int, dict]) -> dict:
     for m in manifests.values():
         runs.update(m.get("mlflow_parent_runs") or {})
     return {
-        "preset": dict(first["preset"], seeds=seeds),
+        "preset": dict(first["preset"], **words, seeds=seeds),
         "git_commit": first.get("git_commit") if len(set(commits.values())) == 1 else None,
         "git_commits": commits,
         "versions": first.get("versions"),

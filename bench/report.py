@@ -228,6 +228,8 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
                "This run predates the recorded method definitions; the baselines' conventions "
                "are those of its commit.\n\n")
             + "![accuracy vs t](accuracy_vs_t.png)\n\n![accuracy vs energy](accuracy_vs_energy.png)\n\n"
+            + (f"## Why this setting\n\nFrom the preset's `why` (how the network, schedule and budget "
+               f"were chosen, and what the test split influenced):\n\n{cfg['why']}\n\n" if cfg.get("why") else "")
             + provenance(man) + "\n")
 
 

@@ -92,8 +92,13 @@ def test_seeds_of_one_job_count_its_wall_time_once(tmp_path):
 def test_seed_jobs_may_differ_in_words_and_budget_only(tmp_path):
     out = tmp_path / "tiny"
     _seed_job(out, 0)
-    _seed_job(out, 1, cfg=_cfg([1], description="revised", why="revised", budget_minutes=90))
-    assert aggregate.load(out).seeds_found == [0, 1]
+    _seed_job(out, 1, cfg=_cfg([1], description="revised", why="revised", budget_minutes=90),
+              date="2026-02-01T00:00:00Z")
+    run = aggregate.load(out)
+    assert run.seeds_found == [0, 1]
+    # the words of the newest seed job describe the whole run, not seed 0's older ones
+    assert (run.cfg["description"], run.cfg["why"], run.cfg["budget_minutes"]) == ("revised", "revised", 90)
+    assert "## Why this setting\n\nFrom the preset's `why`" in report.render(run.cfg, run.records, run.manifest)
     _seed_job(out, 2, cfg=_cfg([2], calib_size=7))
     with pytest.raises(aggregate.MixedPresets, match=r"differing keys: calib_size\)"):
         aggregate.load(out)
