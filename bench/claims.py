@@ -144,7 +144,7 @@ def latency(run: Run) -> Verdict:
             if res is None:
                 untestable.append(t)
             elif not (mean_diff > 0 and res[2] < ALPHA):
-                failed.append(f"{m} at t = {t} (difference {100 * mean_diff:+.2f} points, p = {stats.fmt_p(res[2])})")
+                failed.append(f"{m} at t = {t} (difference {100 * mean_diff:+.2f} points, {stats.p_clause(res[2])})")
         op = lambda r: costs.operating_t(r, 1.0)  # noqa: E731
         ts = [op(r) for r in rs]
         res = stats.paired_at(ref, 1, rs, op)

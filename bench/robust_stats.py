@@ -20,7 +20,7 @@ from scipy import stats as sps
 
 from annsnn.metrics import bits_correct
 
-from .stats import ci95, fmt_p, mcnemar
+from .stats import ci95, mcnemar, p_clause
 
 
 def bits(row: dict, n: int | None = None) -> np.ndarray:
@@ -91,5 +91,5 @@ def fmt_paired(c: Paired | None) -> str:
     if c is None:
         return "n/a"
     ci = "" if c.lo is None else f" [{c.lo:+.2f}, {c.hi:+.2f}]"
-    return f"{c.diff:+.2f}{ci}, p = {fmt_p(c.p)}"
+    return f"{c.diff:+.2f}{ci}, {p_clause(c.p)}"
 

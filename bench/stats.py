@@ -56,6 +56,12 @@ def fmt_p(p: float) -> str:
     return f"{p:.2g}" if p >= P_FLOOR else f"< {P_FLOOR:g}"
 
 
+def p_clause(p: float) -> str:
+    """The p-value in a sentence: "p = 0.035", or "p < 0.0001" (never "p = < 0.0001")."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
     """(images only ``a`` gets right, images only ``b`` gets right, exact two-sided p)."""
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))

@@ -31,6 +31,7 @@ def test_every_table_writes_p_one_way():
     """An exact p that underflows to 0 is not 0: every table writes "< 0.0001" below 1e-4."""
     assert [stats.fmt_p(p) for p in (1.0, 0.0346, 1e-4, 9.9e-5, 1e-310, 0.0)] == \
         ["1", "0.035", "0.0001", "< 0.0001", "< 0.0001", "< 0.0001"]
+    assert (stats.p_clause(0.0346), stats.p_clause(0.0)) == ("p = 0.035", "p < 0.0001")
 
 
 def test_correctness_bits_round_trip():
