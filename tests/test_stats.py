@@ -104,9 +104,12 @@ def test_plot_bands_are_the_tables_student_t_intervals_and_render_the_same_twice
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert stats.t_band([0.3]) == (0.3, 0.3)
 
-    monkeypatch.setattr(plt, "close", lambda *a, **k: None)   # keep the figure to read its band
-    report.accuracy_plot(cfg, records, tmp_path / "c.png")
-    band = plt.gcf().axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    with monkeypatch.context() as m:
+        m.setattr(plt, "close", lambda *a, **k: None)       # keep the figure to read its band
+        report.accuracy_plot(cfg, records, tmp_path / "c.png")
+    fig = plt.gcf()
+    band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    plt.close(fig)                                          # later tests count open figures
     want = [stats.ci95(100 * acc[:, t]) for t in range(3)]
     assert set(np.round(band, 6)) == set(np.round([v for w in want for v in w], 6))   # polygon edges
-    plt.close("all")
+    assert not plt.get_fignums()
