@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 from . import costs, published, stats
 from .aggregate import Run
+from .report import _by_setting, _fmt as _pct
 from .report import _claims_exactness as claims_exactness
+from .stats import ALPHA
 
 SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE = "supported", "not supported", "not testable here"
-ALPHA = 0.05
 BUDGETS = (1, 2, 4)
 
 RULE_EXACT = (
@@ -56,10 +57,6 @@ def combine(verdicts: list[str]) -> str:
     return NOT_SUPPORTED if NOT_SUPPORTED in testable else SUPPORTED
 
 
-def _pct(values) -> str:
-    return stats.spread([100 * v for v in values], ".2f")
-
-
 def _exact_records(run: Run) -> list[dict]:
     return [r for r in run.records if claims_exactness(r) and r.get("identical_at_t1") is not None]
 
@@ -85,13 +82,6 @@ EXACT_HEAD = ("| preset | method | leak | seeds | seeds with every image identic
               "ANN acc (folded) | SNN acc t = 1 | conv. err t = 1 |\n|---|---|---|---|---|---|---|---|")
 
 
-def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
-    out: dict[tuple, list[dict]] = {}
-    for r in records:
-        out.setdefault((r["method"], r["leak"]), []).append(r)
-    return out
-
-
 def _reference(run: Run) -> tuple[str, list[dict]] | None:
     exact = [r for r in run.records if claims_exactness(r) and r["leak"] == 1.0]
     if not exact:
@@ -103,7 +93,7 @@ def _reference(run: Run) -> tuple[str, list[dict]] | None:
 def _baselines(run: Run, ref: list[dict]) -> list[tuple[str, list[dict]]]:
     act = ref[0].get("activation")
     order = {m: i for i, m in enumerate(run.cfg["methods"])}
-    groups = [(m, rs) for (m, leak), rs in _groups(run.records).items()
+    groups = [(m, rs) for (m, leak), rs in _by_setting(run.records).items()
               if leak == 1.0 and (rs[0].get("activation") != act if act else not m.startswith("steprelu"))]
     return sorted(groups, key=lambda g: order.get(g[0], 99))
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .robust_stats import fmt_paired, half_width, paired, robust_correct
-from .stats import spread
+from .stats import ALPHA, spread
 
 POINTS = ("T_1", "T_4", "T_op")
-ALPHA = 0.05
 
 
 def _sel(rows, **kw):

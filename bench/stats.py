@@ -12,6 +12,8 @@ from scipy import stats
 
 from annsnn.metrics import bits_correct
 
+ALPHA = 0.05   # significance level of every paired test and verdict rule
+
 
 def ci95(values) -> tuple[float, float] | None:
     """95 % confidence interval of the mean (Student t); None for fewer than 2 values."""
