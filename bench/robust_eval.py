@@ -69,6 +69,11 @@ def choose_op(record: dict | None, rc: dict, clean_sim=None) -> tuple[int, str]:
     return int(rc["T_max"]), f"not reached by T = {rc['T_max']}: T_max"
 
 
+def _correct_at(res, t: int):
+    """Per-image correctness of a simulation at step t."""
+    return (res.predictions[:, t - 1] == res.labels).numpy()
+
+
 def _pgd(model, x, y, eps, steps, restarts, seed):
     return pgd(model, x, y, eps, steps=steps, seed=seed, restarts=restarts) if restarts > 1 \
         else pgd(model, x, y, eps, steps=steps, seed=seed)
@@ -98,12 +103,18 @@ class _Stage:
         row.update(kw)
         self.rows.append(row)
 
+    def add_ok(self, ok, **kw):
+        """A row measured on images with per-image correctness ``ok`` (n, acc and bits from it)."""
+        self.add(n=len(ok), acc=float(ok.mean()), correct=pack_bits(ok), **kw)
+
     def add_sim(self, res, method, pts=None, **kw):
         """One row per evaluation point from one simulation (predictions [n, T])."""
         for name, t in (pts or self.pts[method]).items():
-            ok = (res.predictions[:, t - 1] == res.labels).numpy()
-            self.add(method=method, point=name, T=t, n=len(ok), acc=float(ok.mean()),
-                     correct=pack_bits(ok), **kw)
+            self.add_ok(_correct_at(res, t), method=method, point=name, T=t, **kw)
+
+    def ann_correct(self, ann, x, y):
+        with torch.inference_mode():
+            return torch.cat([ann(xb).argmax(1) == yb for xb, yb in _loader(x, y, self.bs)]).numpy()
 
     def sim(self, snn, x, y, T, perturb=None, ann=None):
         return simulate(snn, _loader(x, y, self.bs), T, ann=ann, perturb=perturb, seed=self.seed,
@@ -152,10 +163,8 @@ class _Stage:
         rc = self.rc
         for src in [s for s in rc["sources"] if s in self.anns]:
             ann = self.anns[src].eval()
-            with torch.inference_mode():
-                ok = torch.cat([ann(xb).argmax(1) == yb for xb, yb in _loader(x, y, self.bs)]).numpy()
-            self.add(family="ann", method=src, source=src, attack="clean", point="ANN", n=len(ok),
-                     acc=float(ok.mean()), correct=pack_bits(ok))
+            self.add_ok(self.ann_correct(ann, x, y), family="ann", method=src, source=src, attack="clean",
+                        point="ANN")
             for kind in rc["ann_attacks"]:
                 for eps in rc["eps"]:
                     e = float(eps) / 255
@@ -164,10 +173,8 @@ class _Stage:
                     else:
                         xa = torch.cat([_pgd(ann, xb, yb, e, rc["pgd_steps"], rc["pgd_restarts"], self.seed)
                                         for xb, yb in _loader(x, y, self.bs)])
-                    with torch.inference_mode():
-                        ok = torch.cat([ann(xb).argmax(1) == yb for xb, yb in _loader(xa, y, self.bs)]).numpy()
-                    self.add(family="ann", method=src, source=src, attack=kind, level=float(eps), point="ANN",
-                             n=len(ok), acc=float(ok.mean()), correct=pack_bits(ok))
+                    self.add_ok(self.ann_correct(ann, xa, y), family="ann", method=src, source=src, attack=kind,
+                                level=float(eps), point="ANN")
                     for m in self.methods:
                         res = self.sim(self.snns[m], xa, y, self.T_need(m))
                         self.add_sim(res, m, family="transfer", source=src, attack=kind, level=float(eps))
@@ -194,11 +201,10 @@ class _Stage:
                                              rc["snn_pgd_restarts"], self.seed)
                                         for xb, yb in _loader(x, y, self.bs)])
                         res = self.sim(snn, xa, y, t)
-                        done[(t, eps)] = (res.predictions[:, t - 1] == res.labels).numpy()
-                    ok = done[(t, eps)]
-                    self.add(family="snn_pgd", method=m, attack="pgd", level=float(eps), point=name, T=t,
-                             n=len(ok), acc=float(ok.mean()), correct=pack_bits(ok),
-                             note=f"PGD-{rc['snn_pgd_steps']} x {rc['snn_pgd_restarts']} restarts through {t} steps")
+                        done[(t, eps)] = _correct_at(res, t)
+                    self.add_ok(done[(t, eps)], family="snn_pgd", method=m, attack="pgd", level=float(eps),
+                                point=name, T=t,
+                                note=f"PGD-{rc['snn_pgd_steps']} x {rc['snn_pgd_restarts']} restarts through {t} steps")
             bar.update()
 
     def leak(self, bar):
