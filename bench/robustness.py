@@ -30,16 +30,21 @@ def write(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "robustness.csv"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _cell(r[k]) for k in FIELDS})
+    csv_path = write_csv(rows, out / "robustness.csv")
     rows = read_rows(csv_path)   # render what the CSV holds, so the drift test sees the same text
     md = out / "robustness.md"
     md.write_text(render(cfg, rows))
     return [csv_path, md] + plots(cfg, rows, out)
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """The rows as robustness.csv (the FIELDS columns, in order), what read_rows reads back."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _cell(r[k]) for k in FIELDS})
+    return Path(path)
 
 
 def _cell(v):

@@ -11,7 +11,6 @@ continues from it into the same MLflow runs without logging any step twice.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -167,11 +166,8 @@ def _write_seed(cfg: dict, seed: int, records: list[dict], rows: list[dict] | No
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "records.json").write_text(json.dumps({"seed": seed, "records": records}, indent=1))
-    if rows is not None:   # the columns bench.robustness.read_rows reads back
-        with open(tmp / "robustness.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, robustness.FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+    if rows is not None:
+        robustness.write_csv(rows, tmp / "robustness.csv")
     run_ids = {k: g.get("run_id") for k, g in state.data["groups"].items()}
     man = report.manifest(cfg, state.elapsed, uri, run_ids, out)
     (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
