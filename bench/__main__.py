@@ -87,10 +87,8 @@ def main(argv=None) -> int:
     except DataUnavailableError as exc:   # missing data: what to do, not where it was noticed
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2
-    except NonFiniteError as exc:         # bad data: the batch and image, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except tracking.StoreError as exc:    # a tracking store that cannot be repaired: one line
+    except (NonFiniteError,               # bad data: the batch and image, not a traceback
+            tracking.StoreError) as exc:  # a tracking store that cannot be repaired: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
