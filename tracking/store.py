@@ -61,11 +61,15 @@ def head_revision() -> str:
     return _get_latest_schema_revision()
 
 
+def _tables(con: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+
+
 def inspect(db: Path) -> dict:
     """What the file holds: its tables, alembic revision, stray temporary tables and runs."""
     con = sqlite3.connect(db)   # read-write: a hot journal left by a killed writer is rolled back
     try:
-        tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+        tables = _tables(con)
         rev = (con.execute("select version_num from alembic_version").fetchone() or (None,))[0] \
             if "alembic_version" in tables else None
         runs = con.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
@@ -104,7 +108,7 @@ def _resolve_stray(db: Path, stray: list[str]) -> None:
     and renames the copy: drop the copy while ``t`` exists, else the copy is ``t``."""
     con = sqlite3.connect(db)
     try:
-        tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+        tables = _tables(con)
         for tmp in stray:
             orig = tmp[len("_alembic_tmp_"):]
             con.execute(f'drop table "{tmp}"' if orig in tables else f'alter table "{tmp}" rename to "{orig}"')
