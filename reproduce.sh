@@ -55,7 +55,7 @@ case "$cmd" in
         exec "$PY" -m bench speed "$@" ;;
     gpu-check)
         setup
-        exec "$PY" -m bench.gpu_check "$@" ;;
+        exec "$PY" -m bench.perf.gpu_check "$@" ;;
     -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' ;;
     *)
         setup

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .attacks import _check_eps, _check_stateless, _inputs, _model_device, pgd
+from .attacks import check_eps, check_stateless, checked_inputs, model_device, pgd
 
 EPS1_MAX_ACC = 0.01     # accuracy allowed under PGD at eps = 1 (the whole box)
 MORE_STEPS = 4          # the long attack runs MORE_STEPS * steps iterations
@@ -37,7 +37,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        device = _model_device(model)
+        device = model_device(model)
         pred = model(x.to(device)).argmax(-1).cpu()
     finally:
         for m, t in training:
@@ -110,15 +110,15 @@ def gradient_masking_checks(target: nn.Module, x: torch.Tensor, y: torch.Tensor,
     labels ``y``: PGD-steps at eps = 1 and at ``eps``, PGD-(4*steps) at ``eps`` and, when
     ``source`` is given, PGD-steps crafted on ``source`` and evaluated on ``target``.
     Cost: (1 + 1 + 4 (+ 1 on source)) * steps * restarts gradient steps."""
-    eps = _check_eps(eps)
-    x, y = _inputs(x, y)
+    eps = check_eps(eps)
+    x, y = checked_inputs(x, y)
     if eps <= 0.0 or eps >= 1.0:
         raise ValueError(f"eps must lie in (0, 1): eps = 1 is checked separately, got {eps!r}")
     if x.shape[0] == 0:
         raise ValueError("no images to check")
     for model in (target, source):
         if model is not None:
-            _check_stateless(model)      # a bare SNN would carry state between calls
+            check_stateless(model)      # a bare SNN would carry state between calls
     kw = dict(steps=steps, restarts=restarts, seed=seed)
     acc_clean = accuracy(target, x, y)
     acc_eps1 = accuracy(target, pgd(target, x, y, 1.0, **kw), y)

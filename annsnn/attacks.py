@@ -77,7 +77,7 @@ class UnrolledSNN(nn.Module):
         return f"T={self.T}"
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
     for t in model.buffers():
@@ -120,14 +120,14 @@ def _numpy_seed(seed: int | None):
         np.random.set_state(state)
 
 
-def _check_eps(eps) -> float:
+def check_eps(eps) -> float:
     eps = float(eps)
     if not (math.isfinite(eps) and eps >= 0.0):
         raise ValueError(f"eps must be a finite number >= 0 (pixel units, images in [0, 1]), got {eps!r}")
     return eps
 
 
-def _inputs(x: torch.Tensor, y: torch.Tensor):
+def checked_inputs(x: torch.Tensor, y: torch.Tensor):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise ValueError("x must be a floating-point tensor [B, ...] of pixels in [0, 1]")
     y = torch.as_tensor(y)
@@ -140,7 +140,7 @@ def _inputs(x: torch.Tensor, y: torch.Tensor):
     return x, y
 
 
-def _check_stateless(model: nn.Module) -> None:
+def check_stateless(model: nn.Module) -> None:
     """A bare SNN keeps membrane state between ART's calls: it must be wrapped in UnrolledSNN."""
     wrapped = {id(m) for u in model.modules() if isinstance(u, UnrolledSNN)
                for _, m in spiking_layers(u.snn)}
@@ -154,8 +154,8 @@ def _classifier(model: nn.Module, x: torch.Tensor):
     """Wrap ``model`` for ART (cheap, ~0.3 ms, so no cache). Must run inside ``_attack_mode``."""
     from art.estimators.classification import PyTorchClassifier
 
-    _check_stateless(model)
-    device = _model_device(model)
+    check_stateless(model)
+    device = model_device(model)
     with torch.no_grad():
         nb_classes = int(model(x[:1].to(device=device, dtype=torch.float32)).shape[-1])
     device_ctx = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
@@ -177,8 +177,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
     ``model`` maps pixels [B, C, H, W] in [0, 1] to logits; ``y`` holds class
     indices. Returns a tensor on x's device and dtype; ``eps = 0`` returns ``x``.
     """
-    eps = _check_eps(eps)
-    x, y = _inputs(x, y)
+    eps = check_eps(eps)
+    x, y = checked_inputs(x, y)
     if eps == 0.0 or x.shape[0] == 0:
         return x
     from art.attacks.evasion import FastGradientMethod
@@ -208,8 +208,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 
     Returns a tensor on x's device and dtype; ``eps = 0`` returns ``x``.
     """
-    eps = _check_eps(eps)
-    x, y = _inputs(x, y)
+    eps = check_eps(eps)
+    x, y = checked_inputs(x, y)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:

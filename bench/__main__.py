@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     if args.cmd == "report":
         return report_command(args)
     if args.cmd == "speed":
-        from . import speed
+        from .perf import speed
         return speed.main(quick=args.quick)
     try:
         # JSON-quoted: a folder named like a YAML value (null, yes, 0x10) stays that folder
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         if args.seeds is not None:
             sets.append(f"seeds=[{args.seeds}]")
         if args.dry_run:
-            from .dry_run import overrides
+            from .run.dry_run import overrides
             sets = overrides(presets.load(args.preset, sets)) + sets
         cfg = presets.load(args.preset, sets)
         check_data_dir(cfg["data_dir"])
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     import tracking
 
-    from . import runner
+    from .run import runner
     try:
         runner.run(cfg, resume=args.resume, tracking_uri=args.tracking_uri,
                    out_dir=Path(args.out) if args.out else None, progress=not args.no_progress,
@@ -96,21 +96,22 @@ def main(argv=None) -> int:
 
 def report_command(args) -> int:
     """``report``: aggregate one preset's seeds (or all presets) from their files alone."""
-    from . import aggregate, report
+    from . import report
+    from .report import pages
     try:
         if args.all:
-            for path in report.report_all():
+            for path in pages.report_all():
                 print(f"[report] wrote {path}")
             return 0
-        folder = report.RESULTS / args.preset
-        if not aggregate.is_run(folder):
+        folder = pages.RESULTS / args.preset
+        if not report.is_run(folder):
             print(f"error: results/{args.preset} holds no seeds/seed*/ and no results.json", file=sys.stderr)
             return 2
         if args.migrate:
-            moved = aggregate.migrate(folder)
+            moved = report.migrate(folder)
             print(f"[report] moved results/{args.preset} into seeds/: {len(moved)} files")
-        print(report.aggregate(folder))
-    except aggregate.LayoutError as exc:
+        print(pages.aggregate(folder))
+    except report.LayoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -115,7 +115,8 @@ def resolve_source(args) -> dict:
 def _from_preset(args) -> dict:
     """The ANN ``python -m bench PRESET`` trained with ``--train-seed`` for the method's
     activation; the preset gives its dataset and validation fraction, the seed its split."""
-    from bench import layout, presets
+    from bench import presets
+    from bench.run import layout
     try:
         cfg = presets.load(args.preset)
     except Exception as e:           # PresetError and OmegaConf's errors: one line

@@ -14,7 +14,9 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import presets, report, runner
+from bench import presets
+from bench.report import summary
+from bench.run import runner
 from conftest import run_if
 
 needs_fashion = run_if(fashion_mnist=True)
@@ -176,7 +178,7 @@ def test_summary_table_shows_mean_and_std_over_seeds():
     cfg = presets.load("smoke", ["T_max=2", "summary_t=[1, 2]", "methods=[steprelu]"])
     accs = {0: [0.8110, 0.8320], 1: [0.8530, 0.8410]}
     anns = {0: 0.8220, 1: 0.8680}
-    table = report.summary_table(cfg, [_record(s, accs[s], anns[s]) for s in (0, 1)])
+    table = summary.summary_table(cfg, [_record(s, accs[s], anns[s]) for s in (0, 1)])
     row = next(line for line in table.splitlines() if line.startswith("| steprelu |"))
     pairs = [(float(m), float(s)) for m, s in re.findall(r"(\d+\.\d+) ± (\d+\.\d+)", row)]
     for t in (0, 1):  # accuracy at t = 1 and t = 2, in percent, sample std (n - 1)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import lightning_modules.data_sources as S
-from bench import presets, runner
+from bench import presets
+from bench.run import runner
 from bench.__main__ import main as cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import costs, report
+from bench import costs
+from bench.report import summary, tables
 
 
 def _record(method="qcfs", acc=(0.50, 0.88, 0.897, 0.91), ann=0.90, exact=False, **kw):
@@ -34,7 +35,7 @@ def test_substeps_and_static_input_energy():
 
 
 def test_operating_point_table_reads_costs_at_that_t():
-    table = costs.operating_point_table([(("qcfs", 1.0), [_record()])])
+    table = tables.operating_point_table([(("qcfs", 1.0), [_record()])])
     row = next(line for line in table.splitlines() if "| 1 pt |" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3:8] == ["3", "89.70", "0.300", "0.600",
@@ -44,9 +45,9 @@ def test_operating_point_table_reads_costs_at_that_t():
 
 def test_identical_column_only_for_methods_that_claim_exactness():
     cfg = {"summary_t": [1], "T_max": 4, "methods": ["qcfs", "steprelu"]}
-    table = report.summary_table(cfg, [_record(), _record("steprelu", exact=True)])
+    table = summary.summary_table(cfg, [_record(), _record("steprelu", exact=True)])
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert rows["qcfs"].rstrip(" |").endswith("-")
     assert rows["steprelu"].rstrip(" |").endswith("40/100")
-    assert [line for line in report.exactness_lines([_record(), _record("steprelu", exact=True)])] \
+    assert [line for line in summary.exactness_lines([_record(), _record("steprelu", exact=True)])] \
         == ["- steprelu (seed 0, leak 1): identical predictions: 40/100 at t = 1"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from bench import gpu_check, presets
+from bench import presets
+from bench.perf import gpu_check
 
 
 def test_without_cuda_nothing_runs_and_the_exit_status_is_2(monkeypatch, tmp_path, capsys):
@@ -66,4 +67,4 @@ def test_the_parts_fit_ten_minutes_and_the_short_run_is_a_valid_preset(tmp_path)
     cfg = presets.load("paper-cifar10-vgg16", gpu_check.PAPER_OVERRIDES)   # no unknown key
     assert cfg["trainer"]["limit_train_batches"] == gpu_check.TRAIN_STEPS and cfg["T_max"] == 16
     assert cfg["trainer"]["accelerator"] == "gpu" and not cfg["robustness"]["enabled"]
-    assert speed.argv[-3:] == ["-m", "bench.gpu_check", "--speed-table"]
+    assert speed.argv[-3:] == ["-m", "bench.perf.gpu_check", "--speed-table"]

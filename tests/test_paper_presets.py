@@ -20,7 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import fakedata
-from bench import dry_run, presets
+from bench import presets
+from bench.run import dry_run
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_PRESETS = sorted(p.stem for p in presets.PRESET_DIR.glob("paper-*.yaml"))

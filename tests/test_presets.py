@@ -169,7 +169,7 @@ def test_values_keep_the_type_the_preset_wrote():
     (["--set", "activations.steprelu.thetaa=0.1"], "activations.steprelu.thetaa"),
 ])
 def test_cli_bad_preset_exits_2_with_one_line(capsys, monkeypatch, args, words):
-    from bench import runner
+    from bench.run import runner
 
     def must_not_run(*a, **k):
         raise AssertionError("the CLI started a run with a preset it should have rejected")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 
 import tracking
-from bench import report
+from bench.run.manifest import manifest
 from tracking import provenance
 
 
@@ -28,7 +28,7 @@ def test_outputs_under_results_do_not_make_the_code_dirty(tmp_path, monkeypatch)
 
     (tmp_path / "results" / "smoke" / "summary.md").write_text("a fresh smoke run\n")
     assert provenance.git_commit() == head + "-dirty"            # nothing ignored: it counts
-    assert report.manifest(cfg, 1.0, "sqlite:///m.db", {})["git_commit"] == head
+    assert manifest(cfg, 1.0, "sqlite:///m.db", {})["git_commit"] == head
 
     (tmp_path / "code.py").write_text("x = 2\n")                 # changed code always counts
-    assert report.manifest(cfg, 1.0, "sqlite:///m.db", {})["git_commit"] == head + "-dirty"
+    assert manifest(cfg, 1.0, "sqlite:///m.db", {})["git_commit"] == head + "-dirty"

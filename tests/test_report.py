@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from annsnn.metrics import correct_bits
-from bench import aggregate, claims, report
+from bench import report
+from bench.report import claims, pages
+from bench.report import summary as summary_page
+from bench.report import seeds as aggregate
 from bench.__main__ import main
 
 N = 20
@@ -79,7 +82,7 @@ def test_two_seed_jobs_are_merged(tmp_path):
     # qcfs at t = 1: 4/20 right on both seeds -> 20.00 ± 0.00 [20.00, 20.00]
     row = next(line for line in summary.splitlines() if line.startswith("| qcfs | 1 |"))
     assert "| 20.00 ± 0.00 [20.00, 20.00] |" in row
-    assert summary == report.render(*(lambda r: (r.cfg, r.records, r.manifest))(aggregate.load(out)))
+    assert summary == summary_page.render(*(lambda r: (r.cfg, r.records, r.manifest))(aggregate.load(out)))
 
 
 def test_seeds_of_one_job_count_its_wall_time_once(tmp_path):
@@ -98,7 +101,7 @@ def test_seed_jobs_may_differ_in_words_and_budget_only(tmp_path):
     assert run.seeds_found == [0, 1]
     # the words of the newest seed job describe the whole run, not seed 0's older ones
     assert (run.cfg["description"], run.cfg["why"], run.cfg["budget_minutes"]) == ("revised", "revised", 90)
-    assert "## Why this setting\n\nFrom the preset's `why`" in report.render(run.cfg, run.records, run.manifest)
+    assert "## Why this setting\n\nFrom the preset's `why`" in summary_page.render(run.cfg, run.records, run.manifest)
     _seed_job(out, 2, cfg=_cfg([2], calib_size=7))
     with pytest.raises(aggregate.MixedPresets, match=r"differing keys: calib_size\)"):
         aggregate.load(out)
@@ -110,7 +113,7 @@ def test_mixed_presets_are_refused_naming_the_keys(tmp_path, monkeypatch, capsys
     _seed_job(out, 1, cfg=_cfg([1], T_max=8, train={"epochs": 2}))
     with pytest.raises(aggregate.MixedPresets, match=r"differing keys: T_max, train\.epochs\)"):
         aggregate.load(out)
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(pages, "RESULTS", tmp_path)
     assert main(["report", "--preset", "tiny"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "T_max, train.epochs" in err
@@ -138,7 +141,7 @@ def _legacy_copy(src: Path, out: Path) -> None:
     man["git_commit"] = next(iter(run.manifest["git_commits"].values()))
     (out / "results.json").write_text(json.dumps(run.records))
     (out / "manifest.json").write_text(json.dumps(man))
-    (out / "summary.md").write_text(report.render(run.cfg, run.records, man))
+    (out / "summary.md").write_text(summary_page.render(run.cfg, run.records, man))
 
 
 def test_legacy_folder_migrates_unchanged(tmp_path):
@@ -153,7 +156,7 @@ def test_legacy_folder_migrates_unchanged(tmp_path):
     run = aggregate.load(out)
     assert run.layout == "seeds" and run.records == legacy.records
     assert run.manifest["wall_seconds"] == legacy.manifest["wall_seconds"]   # one job, counted once
-    assert report.render(run.cfg, run.records, run.manifest) == (out / "summary.md").read_text()
+    assert summary_page.render(run.cfg, run.records, run.manifest) == (out / "summary.md").read_text()
     with pytest.raises(aggregate.LayoutError):
         aggregate.migrate(out)
 
@@ -209,15 +212,15 @@ def test_report_all_writes_the_verdict_page_and_readme_blocks(tmp_path, monkeypa
     _seed_job(results / "tiny", 0)
     _seed_job(results / "tiny", 1)
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n" + report.BLOCK_START.format(name="tiny") + "\nstale\n" + report.BLOCK_END + "\n")
-    monkeypatch.setattr(report, "RESULTS", results)
-    monkeypatch.setattr(report, "_plots", lambda *a: None)     # figures are not under test here
-    real = report.report_all
-    monkeypatch.setattr(report, "report_all", lambda: real(readme=readme))
+    readme.write_text("# x\n\n" + pages.BLOCK_START.format(name="tiny") + "\nstale\n" + pages.BLOCK_END + "\n")
+    monkeypatch.setattr(pages, "RESULTS", results)
+    monkeypatch.setattr(pages, "write_plots", lambda *a: None)     # figures are not under test here
+    real = pages.report_all
+    monkeypatch.setattr(pages, "report_all", lambda: real(readme=readme))
     assert main(["report", "--all"]) == 0
     page = (results / "README.md").read_text()
     assert page.startswith("# What this benchmark says about the StepReLU paper's claims")
     assert "| 1. Exact conversion at one step | **supported** |" in page
     assert "not found" in page                                 # the published table is there
     assert "stale" not in readme.read_text()
-    assert report.readme_blocks(readme.read_text())["tiny"] == report.readme_block(aggregate.load(results / "tiny"))
+    assert pages.readme_blocks(readme.read_text())["tiny"] == pages.readme_block(aggregate.load(results / "tiny"))

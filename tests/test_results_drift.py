@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import aggregate, claims, report, robustness
+from bench import robustness
+from bench.report import claims, pages, summary
+from bench.report import seeds as aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -35,7 +37,7 @@ def test_there_are_committed_runs():
 @pytest.mark.parametrize("folder", RUNS, ids=[p.name for p in RUNS])
 def test_summary_is_rendered_from_its_data(folder):
     run = _run(folder)
-    assert (folder / "summary.md").read_text() == report.render(run.cfg, run.records, run.manifest), \
+    assert (folder / "summary.md").read_text() == summary.render(run.cfg, run.records, run.manifest), \
         f"{folder.name}/summary.md differs from its data: python -m bench report --preset {folder.name}"
 
 
@@ -67,10 +69,10 @@ def test_results_readme_gives_the_verdicts_of_the_data():
 
 
 def test_readme_result_blocks_are_rendered_from_the_data():
-    blocks = report.readme_blocks((ROOT / "README.md").read_text())
+    blocks = pages.readme_blocks((ROOT / "README.md").read_text())
     assert {"smoke", "cpu-cifar10", "fashion-mnist-reference"} <= set(blocks)
     for name, block in blocks.items():
-        assert block == report.readme_block(_run(RESULTS / name)), \
+        assert block == pages.readme_block(_run(RESULTS / name)), \
             f"README.md's block for {name} differs from its data: python -m bench report --all"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench.resume import TEST_SIGNAL_ENV
+from bench.run.resume import TEST_SIGNAL_ENV
 from conftest import REPO, run_if
 
 needs_fashion = run_if(fashion_mnist=True)

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from annsnn import models
 from bench import presets, robustness
-from bench.robust_eval import choose_op, points
-from bench.robust_render import leak_comparisons, robust_rows
+from bench.robustness.evaluate import choose_op, points
+from bench.robustness.render import leak_comparisons, robust_rows
 from annsnn.metrics import pack_bits
-from bench.robust_stats import bits, paired
+from bench.robustness.stats import bits, paired
 
 METHODS = ["robustnorm", "qcfs", "steprelu"]
 TINY = ["robustness.enabled=true", "robustness.test_subset=24", "robustness.noise_images=24",

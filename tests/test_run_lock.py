@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.run_state import LockBusy, RunLock, State
+from bench.run.state import LockBusy, RunLock, State
 from conftest import REPO, run_if
 from test_resume import NAME, bench, finish, state
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from bench.run_state import RunLock
+    from bench.run.state import RunLock
     RunLock(sys.argv[1], what="holder").acquire()
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

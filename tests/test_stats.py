@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from annsnn.metrics import bits_correct, correct_bits
-from bench import report, stats
+from bench import stats
+from bench.report import plots, summary
 from bench.__main__ import main
 
 
@@ -73,7 +74,7 @@ def test_paired_at_compares_different_steps_per_seed():
 
 def test_summary_compares_every_method_with_the_exact_one():
     cfg = {"T_max": 1, "methods": ["qcfs", "steprelu"]}
-    table = report.paired_table(cfg, [_rec("steprelu", 0, [1, 1, 1, 0], exact=True),
+    table = summary.paired_table(cfg, [_rec("steprelu", 0, [1, 1, 1, 0], exact=True),
                                       _rec("qcfs", 0, [1, 0, 0, 0])])
     row = table.splitlines()[2]
     assert [c.strip() for c in row.strip("|").split("|")] == ["qcfs", "1", "1", "+50.00", "2", "0",
@@ -82,7 +83,7 @@ def test_summary_compares_every_method_with_the_exact_one():
 
 def test_seeds_flag(monkeypatch):
     seen = {}
-    monkeypatch.setattr("bench.runner.run", lambda cfg, **kw: seen.setdefault("seeds", cfg["seeds"]))
+    monkeypatch.setattr("bench.run.runner.run", lambda cfg, **kw: seen.setdefault("seeds", cfg["seeds"]))
     assert main(["run", "--preset", "smoke", "--seeds", "0,1,2", "--no-progress"]) == 0
     assert seen["seeds"] == [0, 1, 2]
 
@@ -99,14 +100,14 @@ def test_plot_bands_are_the_tables_student_t_intervals_and_render_the_same_twice
     records = [{"method": "qcfs", "leak": 1.0, "seed": s, "acc": list(a), "energy_ratio": [1.0, 2.0, 3.0],
                 "ann_acc": 0.9} for s, a in enumerate(acc)]
     cfg = {"name": "x", "dataset": "d", "arch": "a", "seeds": list(range(8))}
-    report.accuracy_plot(cfg, records, tmp_path / "a.png")
-    report.accuracy_plot(cfg, records, tmp_path / "b.png")
+    plots.accuracy_plot(cfg, records, tmp_path / "a.png")
+    plots.accuracy_plot(cfg, records, tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert stats.t_band([0.3]) == (0.3, 0.3)
 
     with monkeypatch.context() as m:
         m.setattr(plt, "close", lambda *a, **k: None)       # keep the figure to read its band
-        report.accuracy_plot(cfg, records, tmp_path / "c.png")
+        plots.accuracy_plot(cfg, records, tmp_path / "c.png")
     fig = plt.gcf()
     band = fig.axes[0].collections[0].get_paths()[0].vertices[:, 1]
     plt.close(fig)                                          # later tests count open figures

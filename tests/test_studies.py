@@ -481,7 +481,7 @@ def test_parse_options():
 
 @needs_fashion
 def test_leak_timestep_smoke(tmp_path):
-    from bench.layout import checkpoint_path
+    from bench.run.layout import checkpoint_path
     make_ckpt(checkpoint_path("smoke", 0, "steprelu", tmp_path / "runs"))
     journal, out, mldb = tmp_path / "study.journal", tmp_path / "out", tmp_path / "mlflow.db"
     e = env()

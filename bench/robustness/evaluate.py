@@ -1,4 +1,4 @@
-"""The robustness stage's measurements for one seed (issue 13, DESIGN section 4).
+"""The robustness stage's measurements for one seed (docs/method.md#robustness).
 
 Every part uses the head of one fixed pool of test images, so methods, parts, T and
 leaks share images, and noise is drawn per (seed, image, step) (annsnn.noise.draw_paired),
@@ -21,15 +21,9 @@ from annsnn.noise import make_perturbation
 from annsnn.progress import progress_bar
 from annsnn.recipes import get_recipe
 
-from .costs import operating_t
+from ..costs import operating_t
+from .rows import FIELDS  # noqa: F401 (the columns every row has)
 
-FIELDS = ["seed", "family", "method", "source", "attack", "mode", "level", "leak", "leak_mode",
-          "point", "T", "n", "acc", "correct", "note", "wall_s"]
-# family: clean | noise | ann (a source ANN's own white-box accuracy, method = the source) |
-#         transfer (crafted on ``source``, run on the SNN) | snn_pgd (white-box PGD through time) |
-#         leak (the leak study under ``leak_noise``) | sanity (gradient-masking checks)
-# level: eps in units of 1/255 for attacks, sigma or s for noise, 0 for clean
-# point: T_1, T_4, T_op (or ANN); T: the step it stands for; n: images; correct: packed bits
 AUTHORS = "salt_pepper_authors"   # the authors' AddNoise(s, p): static, on a fraction p of images
 
 
@@ -229,7 +223,7 @@ class _Stage:
             return
         from annsnn.attack_checks import gradient_masking_checks as fn
 
-        from .robust_sanity import run_checks
+        from .sanity import run_checks
         x, y = self.head("sanity_images")
         for m in self.methods:
             src = self.anns[get_recipe(m).activation]

@@ -20,7 +20,7 @@ from scipy import stats as sps
 
 from annsnn.metrics import bits_correct
 
-from .stats import ci95, mcnemar, p_clause
+from ..stats import ci95, mcnemar, p_clause
 
 
 def bits(row: dict, n: int | None = None) -> np.ndarray:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .robust_stats import fmt_paired, half_width, paired, robust_correct
-from .stats import ALPHA, spread
+from .stats import fmt_paired, half_width, paired, robust_correct
+from ..stats import ALPHA, spread
 
 POINTS = ("T_1", "T_4", "T_op")
 

@@ -1,4 +1,4 @@
-"""``python -m bench.gpu_check`` (``./reproduce.sh gpu-check``): the checks only a GPU can
+"""``python -m bench.perf.gpu_check`` (``./reproduce.sh gpu-check``): the checks only a GPU can
 run, in one command, within 10 minutes on one GPU, written to results/gpu-check.md.
 
 1. exactness: tests/test_exactness.py and tests/test_host_sync.py with
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "results" / "gpu-check.md"
 NO_GPU_EXIT = 2
 
@@ -72,7 +72,7 @@ def parts(work: Path, data_dir: str | None = None, sets: tuple[str, ...] = ()) -
              timeout_s=150, env={"ANNSNN_TEST_DEVICE": "cuda"}),
         Part(f"paper-cifar10-vgg16, {TRAIN_STEPS} training steps per ANN", run, timeout_s=300,
              env={"ANNSNN_RUNS_DIR": str(work / "runs")}),
-        Part("simulate speed on the GPU", [py, "-m", "bench.gpu_check", "--speed-table"], timeout_s=120),
+        Part("simulate speed on the GPU", [py, "-m", "bench.perf.gpu_check", "--speed-table"], timeout_s=120),
     ]
 
 
@@ -94,7 +94,7 @@ def run_part(part: Part, cwd: Path = ROOT, tail_lines: int = 25) -> Outcome:
 
 def render(outcomes: list[Outcome], meta: dict[str, str]) -> str:
     """results/gpu-check.md: where it ran, then each part's outcome, time and output tail."""
-    lines = ["# GPU check", "", "`python -m bench.gpu_check` (`./reproduce.sh gpu-check`).", ""]
+    lines = ["# GPU check", "", "`python -m bench.perf.gpu_check` (`./reproduce.sh gpu-check`).", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "| part | outcome | seconds |", "|---|---|---|"]
     lines += [f"| {o.name} | {o.status} | {o.seconds:.1f} |" for o in outcomes]
@@ -126,7 +126,7 @@ def speed_table() -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.perf.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None, help="folder holding CIFAR-10 (see README, Data)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

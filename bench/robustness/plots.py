@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from . import stats  # noqa: E402
-from .robust_render import methods_of, robust_rows  # noqa: E402
+from .. import stats  # noqa: E402
+from .render import methods_of, robust_rows  # noqa: E402
 
 FILES = ("robustness_eps.png", "robustness_transfer.png", "robustness_noise.png", "robustness_leak.png")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .robust_render import robust_rows
+from .render import robust_rows
 
 SHORT = {"salt_pepper": "sp", "gaussian": "gauss"}
 
@@ -60,7 +60,8 @@ def log_to_mlflow(client, run_id: str, cfg: dict, rows: list[dict], method: str,
     returns the files written under ``out_dir`` (and logged as artifacts)."""
     from mlflow.entities import Metric
 
-    from . import robustness
+    from .files import write
+    from .rows import FIELDS
 
     ts = int(time.time() * 1000)
     metrics = [Metric(key, value, ts, step) for key, c in curves(rows, method).items() for step, value in c.items()]
@@ -69,9 +70,9 @@ def log_to_mlflow(client, run_id: str, cfg: dict, rows: list[dict], method: str,
     mine = [r for r in rows if r["method"] == method]
     if mine:
         import pandas as pd
-        client.log_table(run_id, data=pd.DataFrame(mine, columns=robustness.FIELDS),
+        client.log_table(run_id, data=pd.DataFrame(mine, columns=FIELDS),
                          artifact_file=f"robustness_{method}.json")
-    files = robustness.write(dict(cfg, methods=[method]), mine, Path(out_dir))
+    files = write(dict(cfg, methods=[method]), mine, Path(out_dir))
     for f in files:
         client.log_artifact(run_id, str(f))
     return files

@@ -32,11 +32,12 @@ from lightning_modules.data import build_datamodule
 from lightning_modules.module import ANNClassifier
 from lightning_modules.progress import progress_callback
 
-from . import presets, report, robustness
+from .. import presets, report, robustness
 from .layout import (RUNS_ENV_VAR, checkpoint_path, seed_dir, seed_results_dir,  # noqa: F401 (re-exported)
                      work_dir)
 from .resume import OnceMLFlowLogger, Preemption, RandomState, epoch_checkpoint, signal_hooks
-from .run_state import RunLock, State
+from .manifest import manifest
+from .state import RunLock, State
 
 PROJECT_ROOT = tracking.PROJECT_ROOT
 LOCK_WAIT_ENV = "ANNSNN_LOCK_WAIT"   # non-empty: wait for a seed another job holds instead of failing
@@ -169,7 +170,7 @@ def _write_seed(cfg: dict, seed: int, records: list[dict], rows: list[dict] | No
     if rows is not None:
         robustness.write_csv(rows, tmp / "robustness.csv")
     run_ids = {k: g.get("run_id") for k, g in state.data["groups"].items()}
-    man = report.manifest(cfg, state.elapsed, uri, run_ids, out)
+    man = manifest(cfg, state.elapsed, uri, run_ids, out)
     (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
     old = dst.with_name(f".{dst.name}.old{os.getpid()}")
     if dst.exists():
@@ -183,11 +184,10 @@ def _aggregate(cfg: dict, out: Path, runs_dir) -> tuple[str, str | None]:
     """The top-level results from every finished seed, one writer at a time per preset;
     (summary, None), or ("", the one-line error) when the seed folders ran different
     presets (this seed's own folder is written either way)."""
-    from .aggregate import MixedPresets
     with RunLock(work_dir(cfg["name"], runs_dir), what=f"writing {out}", wait=True):
         try:
             return report.aggregate(out), None
-        except MixedPresets as exc:
+        except report.MixedPresets as exc:
             return "", f"error: {exc}"
 
 

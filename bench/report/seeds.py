@@ -119,7 +119,7 @@ def merged_manifest(manifests: dict[int, dict]) -> dict:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    from . import robustness  # heavy (torch); only when a folder has robustness data
+    from .. import robustness  # heavy (torch); only when a folder has robustness data
     return robustness.read_rows(path)
 
 
@@ -154,7 +154,7 @@ def load(folder: Path) -> Run:
 def robustness_is_current(rows: list[dict] | None) -> bool:
     """Rows in the robustness stage's current CSV schema (older runs wrote other columns,
     which today's robustness.render cannot read; such a folder needs a new run)."""
-    from . import robustness
+    from .. import robustness
     return bool(rows) and list(rows[0]) == list(robustness.FIELDS)
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import costs, published, stats
-from .aggregate import Run
-from .report import _by_setting, _fmt as _pct
-from .report import _claims_exactness as claims_exactness
-from .stats import ALPHA
+from .. import costs, robustness, stats
+from ..stats import ALPHA
+from . import published, seeds
+from .records import by_setting, claims_exactness, fmt
+from .seeds import Run
 
 SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE = "supported", "not supported", "not testable here"
 BUDGETS = (1, 2, 4)
@@ -73,8 +73,8 @@ def exactness(run: Run) -> Verdict:
         worst = min(rs, key=lambda r: r["identical_at_t1"] / r["n_images"])
         lines.append(
             f"| {run.name} | {method} | {leak:g} | {len(rs)} | {same} of {len(rs)} "
-            f"(fewest: {worst['identical_at_t1']}/{worst['n_images']}) | {_pct([r['ann_acc'] for r in rs])} | "
-            f"{_pct([r['acc'][0] for r in rs])} | {stats.spread([r['conv_error'][0] for r in rs], '.2e')} |")
+            f"(fewest: {worst['identical_at_t1']}/{worst['n_images']}) | {fmt([r['ann_acc'] for r in rs])} | "
+            f"{fmt([r['acc'][0] for r in rs])} | {stats.spread([r['conv_error'][0] for r in rs], '.2e')} |")
     return Verdict(NOT_SUPPORTED if bad else SUPPORTED, lines)
 
 
@@ -93,7 +93,7 @@ def _reference(run: Run) -> tuple[str, list[dict]] | None:
 def _baselines(run: Run, ref: list[dict]) -> list[tuple[str, list[dict]]]:
     act = ref[0].get("activation")
     order = {m: i for i, m in enumerate(run.cfg["methods"])}
-    groups = [(m, rs) for (m, leak), rs in _by_setting(run.records).items()
+    groups = [(m, rs) for (m, leak), rs in by_setting(run.records).items()
               if leak == 1.0 and (rs[0].get("activation") != act if act else not m.startswith("steprelu"))]
     return sorted(groups, key=lambda g: order.get(g[0], 99))
 
@@ -128,8 +128,8 @@ def latency(run: Run) -> Verdict:
             res = stats.paired_at(ref, 1, rs, t)
             mean_diff = sum(a["acc"][0] for a in ref) / len(ref) - sum(r["acc"][t - 1] for r in rs) / len(rs)
             p = "n/a (no per-image correctness)" if res is None else stats.fmt_p(res[2])
-            lines.append(f"| {run.name} | {m} | t = {t} | {_pct([r['acc'][t - 1] for r in rs])} | "
-                         f"{_pct([r['acc'][0] for r in ref])} | {_diff(ref, rs, lambda r, t=t: t)} | {p} | "
+            lines.append(f"| {run.name} | {m} | t = {t} | {fmt([r['acc'][t - 1] for r in rs])} | "
+                         f"{fmt([r['acc'][0] for r in ref])} | {_diff(ref, rs, lambda r, t=t: t)} | {p} | "
                          f"{res[3] if res else len(rs)} |")
             if res is None:
                 untestable.append(t)
@@ -142,7 +142,7 @@ def latency(run: Run) -> Verdict:
         lines.append(
             f"| {run.name} | {m} | its operating point: t = "
             f"{', '.join(str(t) if t else f'not by {T}' for t in ts)} | "
-            f"{_pct([r['acc'][op(r) - 1] for r in reached])} | {_pct([r['acc'][0] for r in ref])} | "
+            f"{fmt([r['acc'][op(r) - 1] for r in reached])} | {fmt([r['acc'][0] for r in ref])} | "
             f"{_diff(ref, rs, op)} | {'n/a (not stored at that t)' if res is None else stats.fmt_p(res[2])} | "
             f"{res[3] if res else len(reached)} |")
     if untestable:
@@ -171,8 +171,7 @@ def robustness_claims(run: Run) -> dict[str, Verdict]:
     if run.rows is None:
         why = f"not testable here (no robustness data in {run.name})"
         return {k: Verdict(NOT_TESTABLE, [f"- `{run.name}`: {why}."]) for k in ("noise", "leak")}
-    from . import aggregate, robustness
-    if not aggregate.robustness_is_current(run.rows):
+    if not seeds.robustness_is_current(run.rows):
         why = (f"not testable here (the robustness.csv of {run.name} predates the current robustness "
                "protocol; a new run renews it)")
         return {k: Verdict(NOT_TESTABLE, [f"- `{run.name}`: {why}."]) for k in ("noise", "leak")}

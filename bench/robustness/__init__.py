@@ -1,0 +1,29 @@
+"""The robustness stage (docs/method.md#robustness): noise and attacks on every method.
+
+  rows  = evaluate(cfg, anns, dm, seed, records, progress)   one seed's measurements (evaluate.py)
+  files = write(cfg, rows, out_dir)                          robustness.csv, .md and the figures
+  rows  = read_rows(csv_path)                                back with their types (rows.py)
+  text  = render(cfg, rows)                                  robustness.md from the rows alone (render.py)
+  log_to_mlflow(client, run_id, cfg, rows, method, out_dir)  curves (step = strength), table, figures
+  claims(cfg, rows) -> {"noise": {...}, "leak": {...}}       verdicts for results/README.md
+
+Each method is measured at T = 1, T = 4 and its operating point; each row keeps its
+per-image correctness, so robust accuracy is a per-image minimum over attacks and every
+comparison is paired (stats.py). The measuring half (evaluate, sanity, mlflow_log) needs
+torch and is imported when first used, so the report reads and renders rows without it.
+"""
+from __future__ import annotations
+
+from .files import write  # noqa: F401 (public API)
+from .render import claims, render, robust_rows  # noqa: F401
+from .rows import FIELDS, TYPES, read_rows, write_csv  # noqa: F401
+
+_LAZY = {"evaluate": ".evaluate", "log_to_mlflow": ".mlflow_log"}
+
+
+def __getattr__(name):
+    """``evaluate`` and ``log_to_mlflow`` on first use (they import torch and MLflow)."""
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
