@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from annsnn.datasets import CIFAR10_CLASSES, DATASETS, DatasetInfo
-from .data_sources import (DATA_ENV_VAR, DataUnavailableError, _say, check_data_dir, find_imagenet,
-                           load_in_memory)
+from .data_dir import DATA_ENV_VAR, DataUnavailableError, given_data_dir
+from .data_sources import _say, find_imagenet, load_in_memory
 
 __all__ = [
     "DatasetInfo",
@@ -175,9 +175,7 @@ class AnnSnnDataModule(L.LightningDataModule):
             raise ValueError("calib_size must be >= 0 and test_subset None or >= 1")
         self.name = name
         self.info = DATASETS[name]
-        if data_dir is None and os.environ.get(DATA_ENV_VAR):
-            data_dir = check_data_dir(os.environ[DATA_ENV_VAR], f"${DATA_ENV_VAR}")
-        self.data_dir = check_data_dir(data_dir)  # a missing folder fails here, before any training
+        self.data_dir = given_data_dir(data_dir)  # a missing folder fails here, before any training
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction = val_fraction

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from annsnn.datasets import DATASETS
 
 from . import data_readers as R
+from .data_dir import DATA_ENV_VAR, DataUnavailableError, check_data_dir
 
 __all__ = ["DataUnavailableError", "check_data_dir", "load_in_memory", "find_imagenet", "DATA_ENV_VAR"]
 
@@ -38,32 +39,7 @@ SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 MNIST_OFFLINE_DIR = SHARED_DATA_DIR / "mnist"
 FASHION_MNIST_OFFLINE_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR10_JPEG_TARBALL = SHARED_DATA_DIR / "cifar10-jpeg.tar.gz"
-DATA_ENV_VAR = "ANNSNN_DATA"
 _CACHE_VERSION = 1
-
-
-class DataUnavailableError(RuntimeError):
-    """No source could supply the requested dataset (or the given data folder is not there)."""
-
-    def one_line(self) -> str:
-        """What is missing and where it was looked for, with where the ways to supply it are:
-        what a command line prints (the full message is the library's)."""
-        lines = str(self).splitlines()
-        if len(lines) == 1:
-            return lines[0]
-        return (f"{lines[0]} Supply it with --data-dir DIR or {DATA_ENV_VAR}=DIR (layouts: README, "
-                "Data), one run with network access, or the offline copies.")
-
-
-def check_data_dir(data_dir: str | os.PathLike | None, what: str = "data_dir") -> Path | None:
-    """``data_dir`` as a Path, or an error when it names no folder: a typo must not
-    silently fall back to the default search (and train on data from somewhere else)."""
-    if data_dir is None:
-        return None
-    d = Path(data_dir).expanduser()
-    if not d.is_dir():
-        raise DataUnavailableError(f"{what} {d} {'is not a folder' if d.exists() else 'does not exist'}")
-    return d
 
 
 @rank_zero_only
