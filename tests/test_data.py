@@ -1,4 +1,4 @@
-"""Tests for the data layer (lightning_modules.data, .data_sources, .data_readers).
+"""Tests for the data layer (lightning_modules.data, .data_decode, .data_sources).
 
 Fake datasets are written in the real formats (IDX .gz, CIFAR pickles, a JPEG
 tarball, an ImageFolder tree) into tmp_path, and the sources module's offline
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import lightning_modules.data as D
-import lightning_modules.data_readers as R
+import lightning_modules.data_decode as R
 import lightning_modules.data_sources as S
 from conftest import run_if
 
@@ -386,7 +386,7 @@ def test_a_data_dir_that_is_not_there_is_an_error(nothing, name, monkeypatch):
         with pytest.raises(D.DataUnavailableError, match=f"^data_dir {bad} {why}$"):
             D.build_datamodule(name, data_dir=bad)
         with pytest.raises(D.DataUnavailableError, match=f"{bad} {why}"):
-            S.find_imagenet(bad) if name == "imagenet" else S.load_in_memory(name, bad)
+            S.find_imagenet(bad) if name == "imagenet" else R.load_in_memory(name, bad)
     monkeypatch.setenv(D.DATA_ENV_VAR, str(nothing / "no-such"))
     with pytest.raises(D.DataUnavailableError, match=rf"^\${D.DATA_ENV_VAR} {nothing / 'no-such'} does not exist$"):
         D.build_datamodule(name)
@@ -529,7 +529,7 @@ def test_no_global_state_per_batch(tmp_path, monkeypatch, fake_cifar_ok):
                 seen.append(socket.getdefaulttimeout())
                 raise RuntimeError("offline")
 
-        monkeypatch.setattr(R, "tv_class", lambda name: Offline)
+        monkeypatch.setattr(S, "tv_class", lambda name: Offline)
         with pytest.raises(RuntimeError):
             S._torchvision_download("mnist", tmp_path / "cache")
         assert seen == [timeout] and calls == []
@@ -587,7 +587,7 @@ def test_real_idx_as_torchvision_reads_it_and_as_before(name, tmp_path, monkeypa
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     monkeypatch.setattr(S, "CACHE_DIR", tmp_path / "cache")
-    d = S.load_in_memory(name)
+    d = R.load_in_memory(name)
     assert fingerprints(d) == BEFORE[name]
     folder = Path(S.MNIST_OFFLINE_DIR if name == "mnist" else S.FASHION_MNIST_OFFLINE_DIR)
     for split, prefix in (("train", "train"), ("test", "t10k")):
