@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     s.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke check)")
     args = parser.parse_args(argv)
 
+    from lightning_modules.data_dir import DataUnavailableError, check_data_dir
+
     from . import presets
     if args.cmd == "list":
         return list_presets()
@@ -68,14 +70,13 @@ def main(argv=None) -> int:
             from .run.dry_run import overrides
             sets = overrides(presets.load(args.preset, sets)) + sets
         cfg = presets.load(args.preset, sets)
-        check_data_dir(cfg["data_dir"])
-    except presets.PresetError as exc:
+        check_data_dir(cfg["data_dir"], "data folder {} (--data-dir / data_dir)")  # a typo, not the default search
+    except (presets.PresetError, DataUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from pathlib import Path
 
     from annsnn.simulate import NonFiniteError
-    from lightning_modules.data_sources import DataUnavailableError
 
     import tracking
 
@@ -128,16 +129,6 @@ def list_presets() -> int:
             continue
         print(f"{name:28s} {cfg['dataset']:14s} {cfg['arch']:10s} {cfg['description']}")
     return 0
-
-
-def check_data_dir(data_dir) -> None:
-    """A data folder that is not there is a typo, not a request for the default search."""
-    from pathlib import Path
-
-    from . import presets
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        what = "does not exist" if not Path(data_dir).expanduser().exists() else "is not a folder"
-        raise presets.PresetError(f"data folder {data_dir} (--data-dir / data_dir) {what}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ Why it looks like this:
   take ~10 s instead of ~0.2 s; NumPy needs no thread setting around each batch.
 * Images come out as float in [0, 1], NOT normalised: every model carries its
   own normalisation layer, so the converted SNN sees the same input as the ANN.
-* Where the data comes from is ``data_sources``; facts about the datasets
+* This is the top of a straight data path: the DataModule calls only
+  ``data_decode`` (once, in prepare_data, or in setup on a process that did not
+  prepare), which asks ``data_sources`` once where the data are and decodes them.
+  The folder the user named is checked at construction (``data_dir``), so a typo
+  fails before anything is downloaded or trained. Facts about the datasets
   (classes, size, mean/std) are ``annsnn.datasets``, re-exported here.
 """
 
@@ -26,8 +30,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, random_split
 
 from annsnn.datasets import CIFAR10_CLASSES, DATASETS, DatasetInfo
-from .data_sources import (DATA_ENV_VAR, DataUnavailableError, _say, check_data_dir, find_imagenet,
-                           load_in_memory)
+from .data_decode import find_imagenet, load_imagenet, load_in_memory
+from .data_dir import DATA_ENV_VAR, DataUnavailableError, given_data_dir
 
 __all__ = [
     "DatasetInfo",
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 TEST_SUBSET_SEED = 0  # fixed, so every run's test subset is the same images
+CROP_FLIP = ("cifar10", "cifar100", "cifar10-jpeg")  # trained with random crop (padding 4) + flip
 
 
 # --------------------------------------------------------------------------
@@ -175,9 +180,7 @@ class AnnSnnDataModule(L.LightningDataModule):
             raise ValueError("calib_size must be >= 0 and test_subset None or >= 1")
         self.name = name
         self.info = DATASETS[name]
-        if data_dir is None and os.environ.get(DATA_ENV_VAR):
-            data_dir = check_data_dir(os.environ[DATA_ENV_VAR], f"${DATA_ENV_VAR}")
-        self.data_dir = check_data_dir(data_dir)  # a missing folder fails here, before any training
+        self.data_dir = given_data_dir(data_dir)  # a missing folder fails here, before any training
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction = val_fraction
@@ -192,21 +195,23 @@ class AnnSnnDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Find/download/decode once (Lightning runs this on one process per node)."""
-        if self.name == "imagenet":
-            find_imagenet(self.data_dir)
-        else:
-            self._data = load_in_memory(self.name, self.data_dir)
+        self._data = self._load()
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
+        if self._data is None:  # a process that did not prepare (the decoded cache is there by now)
+            self._data = self._load()
         if self.name == "imagenet":
-            self._setup_imagenet()
+            self._setup_imagenet(self._data)
         else:
-            if self._data is None:
-                self._data = load_in_memory(self.name, self.data_dir)
             self._setup_in_memory(self._data)
         self._ready = True
+
+    def _load(self) -> dict:
+        if self.name == "imagenet":
+            return load_imagenet(self.data_dir, *_imagenet_transforms())
+        return load_in_memory(self.name, self.data_dir)
 
     def _indices(self, n_train: int, n_test: int) -> None:
         self.train_indices, self.val_indices = split_indices(n_train, self.val_fraction, self.seed)
@@ -227,31 +232,20 @@ class AnnSnnDataModule(L.LightningDataModule):
         self.val_set = InMemoryImages(tx, ty, self.val_indices)
         self.calib_set = InMemoryImages(tx, ty, self.calib_indices)
         self.test_set = InMemoryImages(vx, vy, self.test_indices)
-        if self.name in ("cifar10", "cifar100", "cifar10-jpeg"):
+        if self.name in CROP_FLIP:
             self._train_collate = BatchTransform(crop_padding=4, flip=True)
         else:
             self._train_collate = BatchTransform()
         self._eval_collate = BatchTransform()
 
-    def _setup_imagenet(self) -> None:
-        from torchvision.datasets import ImageFolder
-
-        root = find_imagenet(self.data_dir)
-        self.source = str(root)
-        train_tf, eval_tf = _imagenet_transforms()
-        train = ImageFolder(str(root / "train"), transform=train_tf)
-        train_eval = ImageFolder(str(root / "train"), transform=eval_tf)  # val/calib: unaugmented
-        test = ImageFolder(str(root / "val"), transform=eval_tf)
-        if test.classes != train.classes:
-            raise ValueError(f"{root}: train/ and val/ have different class folders")
-        self.classes = train.classes
-        if len(self.classes) != self.info.num_classes:
-            _say(f"imagenet: {len(self.classes)} classes in {root} (expected {self.info.num_classes})")
-        self._indices(len(train), len(test))
-        self.train_set = Subset(train, self.train_indices.tolist())
-        self.val_set = Subset(train_eval, self.val_indices.tolist())
-        self.calib_set = Subset(train_eval, self.calib_indices.tolist())
-        self.test_set = Subset(test, self.test_indices.tolist())
+    def _setup_imagenet(self, d: dict) -> None:
+        self.source = d["source"]
+        self.classes = d["classes"]
+        self._indices(len(d["train"]), len(d["test"]))
+        self.train_set = Subset(d["train"], self.train_indices.tolist())
+        self.val_set = Subset(d["train_eval"], self.val_indices.tolist())
+        self.calib_set = Subset(d["train_eval"], self.calib_indices.tolist())
+        self.test_set = Subset(d["test"], self.test_indices.tolist())
         self._train_collate = self._eval_collate = None  # default collate
 
     # -- loaders -------------------------------------------------------------

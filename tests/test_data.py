@@ -1,4 +1,4 @@
-"""Tests for the data layer (lightning_modules.data, .data_sources, .data_readers).
+"""Tests for the data layer (lightning_modules.data, .data_decode, .data_sources).
 
 Fake datasets are written in the real formats (IDX .gz, CIFAR pickles, a JPEG
 tarball, an ImageFolder tree) into tmp_path, and the sources module's offline
@@ -16,6 +16,7 @@ import io
 import pickle
 import socket
 import struct
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 import torch
 
 import lightning_modules.data as D
-import lightning_modules.data_readers as R
+import lightning_modules.data_decode as R
 import lightning_modules.data_sources as S
 from conftest import run_if
 
@@ -386,7 +387,7 @@ def test_a_data_dir_that_is_not_there_is_an_error(nothing, name, monkeypatch):
         with pytest.raises(D.DataUnavailableError, match=f"^data_dir {bad} {why}$"):
             D.build_datamodule(name, data_dir=bad)
         with pytest.raises(D.DataUnavailableError, match=f"{bad} {why}"):
-            S.find_imagenet(bad) if name == "imagenet" else S.load_in_memory(name, bad)
+            S.find_imagenet(bad) if name == "imagenet" else R.load_in_memory(name, bad)
     monkeypatch.setenv(D.DATA_ENV_VAR, str(nothing / "no-such"))
     with pytest.raises(D.DataUnavailableError, match=rf"^\${D.DATA_ENV_VAR} {nothing / 'no-such'} does not exist$"):
         D.build_datamodule(name)
@@ -529,7 +530,7 @@ def test_no_global_state_per_batch(tmp_path, monkeypatch, fake_cifar_ok):
                 seen.append(socket.getdefaulttimeout())
                 raise RuntimeError("offline")
 
-        monkeypatch.setattr(R, "tv_class", lambda name: Offline)
+        monkeypatch.setattr(S, "tv_class", lambda name: Offline)
         with pytest.raises(RuntimeError):
             S._torchvision_download("mnist", tmp_path / "cache")
         assert seen == [timeout] and calls == []
@@ -587,7 +588,7 @@ def test_real_idx_as_torchvision_reads_it_and_as_before(name, tmp_path, monkeypa
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     monkeypatch.setattr(S, "CACHE_DIR", tmp_path / "cache")
-    d = S.load_in_memory(name)
+    d = R.load_in_memory(name)
     assert fingerprints(d) == BEFORE[name]
     folder = Path(S.MNIST_OFFLINE_DIR if name == "mnist" else S.FASHION_MNIST_OFFLINE_DIR)
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -710,3 +711,124 @@ def test_lightning_fit_and_test_use_the_datamodule(offline):
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     assert model.seen == {"train": 180, "val": 20, "test": 30}
+
+
+# ----------------------------------------------------------------------------- the data path
+
+def entries(drive) -> tuple[dict, list]:
+    """Run `drive` under sys.setprofile and count the entries into the three data modules.
+
+    An edge is a call of a function of data.py, data_decode.py or data_sources.py whose caller
+    -- the nearest enclosing frame in one of those three files, library frames (torch,
+    Lightning, torchvision, the standard library) seen through -- is in another of them, or
+    "outside" when there is none. Entries into a module: its edges from the other two, plus one
+    for all its edges from outside (the runner using the DataModule: build, prepare_data, setup,
+    train_dataloader, and the DataLoader's calls of the dataset and collate_fn on its behalf).
+    Returns ({module: entries}, [(caller, callee, function), ...]).
+    """
+    files = {m.__file__: m.__name__.rsplit(".", 1)[1] for m in (D, R, S)}
+    edges = []
+
+    def profile(frame, event, arg):
+        if event != "call" or frame.f_code.co_filename not in files:
+            return
+        callee = files[frame.f_code.co_filename]
+        f = frame.f_back
+        while f is not None and f.f_code.co_filename not in files:
+            f = f.f_back
+        caller = "outside" if f is None else files[f.f_code.co_filename]
+        if caller != callee:
+            edges.append((caller, callee, frame.f_code.co_name))
+
+    sys.setprofile(profile)
+    try:
+        drive()
+    finally:
+        sys.setprofile(None)
+    count = dict.fromkeys(files.values(), 0)
+    for caller, callee, _ in edges:
+        count[callee] += caller != "outside"
+    for callee in {callee for caller, callee, _ in edges if caller == "outside"}:
+        count[callee] += 1
+    return count, edges
+
+
+def first_batch(name, **kw):
+    """What bench/runner.py's _datamodule does, then the first training batch."""
+    def drive():
+        dm = D.build_datamodule(name, **kw)
+        dm.prepare_data()
+        dm.setup("fit")
+        next(iter(dm.train_dataloader()))
+    return drive
+
+
+def write_imagenet(root: Path) -> None:
+    from PIL import Image
+
+    for split, n in (("train", 6), ("val", 2)):
+        for cls in ("n01440764", "n01443537"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (50 + 10 * i, 40), (200, 30, 30)).save(root / split / cls / f"{i}.JPEG")
+
+
+@pytest.mark.parametrize("case", ["offline copy", "decoded cache", "data_dir", "data_dir decoded", "imagenet",
+                                  "corrupt decoded cache"])
+def test_one_straight_data_path(offline, case):
+    """From constructing the datamodule to its first training batch, the DataModule calls only
+    the decode module, which calls the sources module once (a decoded cache that does not load
+    costs that second look); each of the three modules is entered once."""
+    kw, name = {}, "mnist"
+    if case in ("decoded cache", "corrupt decoded cache"):
+        first_batch("mnist")()
+    if case == "corrupt decoded cache":
+        (offline / "cache" / "mnist-decoded.pt").write_bytes(b"not a torch file")
+    if case.startswith("data_dir"):
+        write_idx_set(offline / "user" / "mnist", marker=33)
+        kw = {"data_dir": offline / "user"}
+    if case == "data_dir decoded":
+        first_batch("mnist", **kw)()
+    if case == "imagenet":
+        write_imagenet(offline / "user" / "imagenet")
+        name, kw = "imagenet", {"data_dir": offline / "user", "batch_size": 4, "calib_size": 3}
+    count, edges = entries(first_batch(name, **kw))
+    expected = {"data": 1, "data_decode": 1, "data_sources": 2 if case == "corrupt decoded cache" else 1}
+    assert count == expected, edges
+    assert {e[:2] for e in edges} == {("outside", "data"), ("data", "data_decode"), ("data_decode", "data_sources")}
+
+
+def test_the_entry_count_sees_a_detour(offline):
+    """The measurement itself: a driver that also asks the sources module directly, and a
+    decoded cache that does not load, each show up as one more entry."""
+    def detour():
+        first_batch("mnist")()
+        S.find("mnist")
+    count, edges = entries(detour)
+    assert count == {"data": 1, "data_decode": 1, "data_sources": 2}
+    assert ("outside", "data_sources", "find") in edges
+
+
+def test_sources_and_the_data_dir_check_import_without_torch():
+    """The command line checks --data-dir with the data stack's own check before a run starts."""
+    import subprocess
+
+    code = ("import sys, lightning_modules.data_sources, lightning_modules.data_dir; "
+            "print(sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_data_modules_import_no_private_names():
+    import ast
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "lightning_modules").glob("data*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or node.module.startswith("lightning_modules")):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+def test_every_dataset_has_a_layout():
+    assert set(S.LAYOUTS) == set(D.DATASETS)
