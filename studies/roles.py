@@ -143,7 +143,7 @@ def dispatch(args, argv: list[str], module: str, name: str, *, open_study: Calla
     if args.role in ("init", "all"):
         study = open_study()
         if args.role == "init":
-            print(f"[study] '{study.study_name}' ready on {st.redact(args.storage)}", flush=True)
+            print(f"[study] '{study.study_name}' ready on {st.public_url(args.storage)}", flush=True)
             return 0
     if args.role in ("all", "worker"):
         if args.role == "all" and args.workers > 1:
@@ -154,8 +154,8 @@ def dispatch(args, argv: list[str], module: str, name: str, *, open_study: Calla
                     with open(tmp / "inputs.pkl", "wb") as f:
                         pickle.dump(bundle, f)
                     extra += ["--bundle", str(tmp / "inputs.pkl")]
-                print(f"[study] '{name}' on {st.redact(args.storage)}: {args.n_trials} trials in total, "
-                      f"{args.workers} workers", flush=True)
+                print(f"[study] '{name}' on {st.public_url(args.storage)}: {args.n_trials} trials in "
+                      f"total, {args.workers} workers", flush=True)
                 codes = launch_workers(module, argv, args.workers, extra)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -190,7 +190,7 @@ def report(args, storage, name: str, config: dict, argv) -> Path:
              f"- search: theta in {SPACE['theta']} (log), L in {SPACE['L']} (log), lr in "
              f"{SPACE['lr']} (log), weight decay in {SPACE['weight_decay']} (log); SGD, cosine schedule",
              f"- {n['finished'] - pruned} complete, {pruned} pruned (median rule on the ANN's "
-             f"validation accuracy per epoch), {n['fail']} failed; storage `{st.describe(storage)}`"
+             f"validation accuracy per epoch), {n['fail']} failed; storage `{st.public_url(storage)}`"
              + (f"; DDP on {args.ddp_cpu} CPU processes" if args.ddp_cpu > 1 else ""),
              "", "| rank | trial | value | ANN val acc | theta | L | lr | weight decay |",
              "|---|---|---|---|---|---|---|---|"]

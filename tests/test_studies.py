@@ -316,6 +316,29 @@ def test_eight_workers_start_together_on_a_fresh_storage(kind, tmp_path, request
         assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_printed_storage_url_opens_the_study(kind, tmp_path, request):
+    """The URL a command prints is one optuna-dashboard and optuna.load_study accept: for
+    PostgreSQL with the installed driver named (a bare postgresql:// needs psycopg 3)."""
+    url = {"sqlite": lambda: f"sqlite:///{tmp_path}/u.db", "journal": lambda: str(tmp_path / "u.journal"),
+           "postgresql": lambda: fresh_pg_db(request.getfixturevalue("postgres_url"), "printed_url")}[kind]()
+    p = subprocess.run([sys.executable, "-m", "studies.toy", "--storage", url, "--study-name", "s",
+                        "--role", "init"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    printed = p.stdout.split("' ready on ")[1].strip()
+    if kind == "journal":     # optuna-dashboard opens a journal given its path
+        assert Path(printed).is_file() and printed == str((tmp_path / "u.journal").resolve())
+        from optuna.storages.journal import JournalFileBackend
+        storage = optuna.storages.JournalStorage(JournalFileBackend(printed))
+    else:
+        if kind == "postgresql":
+            assert printed.startswith("postgresql+psycopg2://"), printed
+        storage = printed
+    assert optuna.load_study(study_name="s", storage=storage).study_name == "s"
+    assert st.public_url("postgres://u:pw@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
+    assert st.public_url("sqlite:///rel/x.db") == f"sqlite:///{Path.cwd() / 'rel/x.db'}"
+
+
 def test_role_init_creates_schema_and_study_once(tmp_path):
     url = f"sqlite:///{tmp_path}/init.db"
     p = subprocess.run([sys.executable, "-m", "studies.toy", "--storage", url, "--study-name", "s",
