@@ -153,8 +153,8 @@ def markdown(ctx: dict) -> str:
         + f"; sampler {ctx['sampler']}",
         f"- **Trials**: {ctx['counts']['finished']} complete, {ctx['counts']['fail']} failed "
         f"({ctx['n_retried']} retried after a worker died, {ctx['n_surplus']} surplus starts "
-        f"stopped unevaluated), median {ctx['median_seconds']:.1f} s per trial; storage "
-        f"`{ctx['storage']}`",
+        f"stopped unevaluated), median {ctx['median_seconds']:.1f} s per trial; {ctx['workers']}; "
+        f"storage `{ctx['storage']}`",
         "",
         f"## {'Pareto front' if multi else 'Best setting'}: chosen on validation, evaluated once on test",
         "",
@@ -269,7 +269,7 @@ def report(args, inputs, storage, name, config, perturb, argv, objectives: dict,
         "default_test": default_test, "default_val": default_val, "default_phi": default_phi,
         "perturbation": f"{perturb.name}" if perturb else "none",
         "sampler": sampler, "objectives": labels,
-        "counts": n, "storage": tracking.portable(st.public_url(storage)),
+        "counts": n, "storage": tracking.portable(st.public_url(storage)), "workers": W.workers_line(study),
         "storage_key": tracking.portable(st.describe(storage)),   # the MLflow parent's identity
         "n_retried": sum(1 for t in trials if "failed_trial" in t.system_attrs),
         "n_surplus": sum(1 for t in fails if t.user_attrs.get("surplus")),

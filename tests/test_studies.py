@@ -261,8 +261,10 @@ def test_killed_worker_trial_is_retried(kind, tmp_path, request):
 LAUNCH = """
 import json, os, sys, time, traceback
 import alembic.script, sqlalchemy.orm  # imported once, before the fork, to keep the test cheap
-from studies import toy
+from studies import toy, workers
 folder, n, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+if os.environ.get("FORCE_SEED"):         # the broken set-up: every worker samples with one seed
+    workers.worker_seed = lambda base, number: int(os.environ["FORCE_SEED"])
 pids = []
 for i in range(n):
     pid = os.fork()
@@ -273,7 +275,7 @@ for i in range(n):
         while not os.path.exists(os.path.join(folder, "go")):
             time.sleep(0.001)
         try:
-            code = toy.main(argv + ["--worker-index", str(i)])
+            code = toy.main(argv)
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -286,19 +288,24 @@ print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids])
 """
 
 
-def start_together(url: str, folder: Path, n_workers: int, n_trials: int) -> None:
+def start_together(url: str, folder: Path, n_workers: int, n_trials: int, force_seed=None) -> list[str]:
     """``n_workers`` toy worker processes (forked from one launcher that imported everything
-    once) open a fresh ``url`` at the same instant: each waits for a 'go' file. All exit 0."""
+    once) open a fresh ``url`` at the same instant: each waits for a 'go' file. All exit 0.
+    Returns their outputs. ``force_seed``: every worker samples with that seed (the old bug)."""
     folder.mkdir()
+    e = env()
+    if force_seed is not None:
+        e["FORCE_SEED"] = str(force_seed)
     p = subprocess.run([sys.executable, "-c", LAUNCH, str(folder), str(n_workers), "--storage", url,
                         "--study-name", "s", "--role", "worker", "--n-trials", str(n_trials),
                         "--sleep", "0.02", "--poll", "0.1"],
-                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=180)
+                       cwd=ROOT, env=e, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout + p.stderr
     codes = json.loads(p.stdout.strip().splitlines()[-1])
     crashed = [(c, (folder / f"worker{i}.log").read_text()[-2000:]) for i, c in enumerate(codes) if c]
     assert len(codes) == n_workers and not crashed, \
         f"{len(crashed)}/{n_workers} workers crashed on a fresh storage: {crashed[0]}"
+    return [(folder / f"worker{i}.log").read_text() for i in range(n_workers)]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
@@ -314,6 +321,46 @@ def test_eight_workers_start_together_on_a_fresh_storage(kind, tmp_path, request
         trials = optuna.load_study(study_name="s", storage=st.make_storage(url)).get_trials()
         assert sum(t.state == TrialState.COMPLETE for t in trials) == 12, f"round {rnd}"
         assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
+
+
+def duplicates(trials) -> int:
+    """COMPLETE trials whose parameters repeat an earlier COMPLETE trial's."""
+    seen = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    return len(seen) - len(set(seen))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_eight_workers_started_together_sample_distinct_points(kind, tmp_path, request):
+    """The README's loop of bare ``--role worker`` commands (no flag tells them apart) released
+    at one instant: the storage numbers the workers 0..7, each samples with its own seed, and
+    the 40 trials hold no parameter set twice (with one shared seed about half of them did)."""
+    url = {"sqlite": lambda: f"sqlite:///{tmp_path}/w.db", "journal": lambda: str(tmp_path / "w.journal"),
+           "postgresql": lambda: fresh_pg_db(request.getfixturevalue("postgres_url"), "distinct")}[kind]()
+    logs = start_together(url, tmp_path / "workers", n_workers=8, n_trials=40)
+    storage = st.make_storage(url)
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 40 and duplicates(trials) == 0, f"{duplicates(trials)} duplicates"
+    seeds = [W.worker_seed(0, k) for k in range(8)]
+    tickets = optuna.load_study(study_name="s" + W.REGISTRY_SUFFIX, storage=storage).get_trials()
+    assert sorted(t.number for t in tickets) == list(range(8))
+    assert sorted(t.value for t in tickets) == seeds                  # the seed, recorded
+    assert [w["sampler_seed"] for w in W.workers_of(study)] == seeds
+    assert {t.user_attrs["sampler_seed"] for t in complete} <= set(seeds)
+    assert len({t.user_attrs["pid"] for t in complete}) > 1
+    joined = sorted(int(line.split("sampler seed ")[1].split()[0]) for log in logs
+                    for line in log.splitlines() if "joined study 's'" in line)
+    assert joined == seeds, joined
+
+
+def test_duplicate_count_sees_workers_sharing_a_seed(tmp_path):
+    """The check above is not vacuous: the same eight workers forced onto one seed (what every
+    bare worker got before) repeat parameter sets."""
+    url = str(tmp_path / "same.journal")
+    start_together(url, tmp_path / "workers", n_workers=8, n_trials=16, force_seed=0)
+    trials = optuna.load_study(study_name="s", storage=st.make_storage(url)).get_trials()
+    assert duplicates(trials) > 0
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
