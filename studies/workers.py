@@ -17,7 +17,8 @@ workers that finish at the same moment both start one more and the study oversho
 - the first thing a trial does is ``guard``: trial numbers are handed out by the storage in
   creation order, so a trial counts the finished trials plus the running or waiting ones with
   smaller numbers; if these already fill the budget (two workers raced past the check above),
-  it stops at once as FAIL with user attribute ``surplus = True`` and never evaluates anything.
+  it stops at once as FAIL with user attribute ``surplus = True`` and never evaluates anything;
+  the worker prints one line for it (Optuna's warning and traceback for it are left out).
 
 Every worker samples with its own seed, whatever started it (``--workers N``, a shell loop, a
 SLURM array, a requeued or rerun task): ``register`` takes a ticket from the storage (a trial of
@@ -29,10 +30,13 @@ lock), so no two workers of a study ever get the same number, and the sampler se
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import optuna
@@ -124,8 +128,8 @@ class ExactBudget:
                 ahead += 1
         if ahead >= self.n_trials:
             trial.set_user_attr("surplus", True)
-            raise SurplusTrial(f"trial {trial.number} started after the budget of {self.n_trials} "
-                               "trials was filled by other workers; not evaluated")
+            raise SurplusTrial(f"trial {trial.number} not run: the study's {self.n_trials} trials "
+                               "were already taken by other workers (marked FAIL, surplus)")
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,36 @@ def workers_line(study: optuna.Study) -> str:
             + ", ".join(str(w["sampler_seed"]) for w in ws))
 
 
+class SurplusFilter(logging.Filter):
+    """Drops Optuna's two warnings (one with a traceback) for a trial stopped by ``guard``:
+    the worker prints one line for it instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SurplusTrial):
+            return False
+        m = re.match(r"Trial (\d+) failed", str(record.msg))
+        return not (m and int(m.group(1)) in self.numbers)
+
+
+@contextmanager
+def quiet_surplus():
+    """``SurplusFilter`` on the handlers of Optuna's logger (and the root's, where Optuna's
+    records may propagate) for the duration."""
+    f = SurplusFilter()
+    handlers = [*logging.getLogger("optuna").handlers, *logging.getLogger().handlers]
+    for h in handlers:
+        h.addFilter(f)
+    try:
+        yield f
+    finally:
+        for h in handlers:
+            h.removeFilter(f)
+
+
 def run_worker(study: optuna.Study, objective, n_trials: int, finished=(TrialState.COMPLETE,),
                poll: float = 2.0, catch=(), say=echo, worker: Worker | None = None) -> dict[str, int]:
     """Run trials of ``study`` until it has ``n_trials`` finished trials in total. ``worker``
@@ -204,18 +238,24 @@ def run_worker(study: optuna.Study, objective, n_trials: int, finished=(TrialSta
         if worker is not None:
             trial.set_user_attr("worker_number", worker.number)
             trial.set_user_attr("sampler_seed", worker.seed)
-        budget.guard(trial)
+        try:
+            budget.guard(trial)
+        except SurplusTrial as e:
+            quiet.numbers.add(trial.number)
+            say(f"{tag} {e}")
+            raise
         return objective(trial)
 
-    while budget.slot_available(study):
-        try:
-            study.optimize(guarded, callbacks=[budget], catch=(SurplusTrial, *catch),
-                           gc_after_trial=False)
-        except UpdateFinishedTrialError as e:
-            # our trial was declared dead by another worker while we ran it (heartbeat late by
-            # more than the grace period): its result is rejected, its retry runs elsewhere
-            say(f"{tag} {e} (declared dead by another worker: heartbeat late; "
-                "consider a longer --grace-period); continuing")
+    with quiet_surplus() as quiet:
+        while budget.slot_available(study):
+            try:
+                study.optimize(guarded, callbacks=[budget], catch=(SurplusTrial, *catch),
+                               gc_after_trial=False)
+            except UpdateFinishedTrialError as e:
+                # our trial was declared dead by another worker while we ran it (heartbeat late
+                # by more than the grace period): its result is rejected, its retry runs elsewhere
+                say(f"{tag} {e} (declared dead by another worker: heartbeat late; "
+                    "consider a longer --grace-period); continuing")
     return counts(study, finished)
 
 

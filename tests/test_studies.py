@@ -352,6 +352,7 @@ def test_eight_workers_started_together_sample_distinct_points(kind, tmp_path, r
     joined = sorted(int(line.split("sampler seed ")[1].split()[0]) for log in logs
                     for line in log.splitlines() if "joined study 's'" in line)
     assert joined == seeds, joined
+    assert not any("Traceback" in log for log in logs), [log for log in logs if "Traceback" in log][0]
 
 
 def test_duplicate_count_sees_workers_sharing_a_seed(tmp_path):
@@ -361,6 +362,37 @@ def test_duplicate_count_sees_workers_sharing_a_seed(tmp_path):
     start_together(url, tmp_path / "workers", n_workers=8, n_trials=16, force_seed=0)
     trials = optuna.load_study(study_name="s", storage=st.make_storage(url)).get_trials()
     assert duplicates(trials) > 0
+
+
+SURPLUS = """
+import optuna
+from optuna.trial import TrialState
+from studies import workers as W
+study = optuna.create_study()
+elsewhere = study.ask()                 # trial 0: running in another worker
+study.enqueue_trial({"x": 0.1})         # trials 1, 2: waiting, so this worker starts them
+study.enqueue_trial({"x": 0.2})
+
+def say(line):
+    print(line, flush=True)
+    if "not run" in line:               # the other worker finishes its trial meanwhile
+        study.tell(elsewhere, 0.0)
+W.run_worker(study, lambda t: t.suggest_float("x", 0, 1), n_trials=2, poll=0.01, say=say)
+print("states", [t.state.name for t in study.get_trials()])
+"""
+
+
+def test_surplus_trial_ends_with_one_line():
+    """A trial started after the budget was filled (trial 2 of a 2-trial study, trial 0 still
+    running elsewhere) stops with one line: no Optuna warning, no traceback."""
+    p = subprocess.run([sys.executable, "-c", SURPLUS], cwd=ROOT, env=env(), capture_output=True,
+                       text=True, timeout=60)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "states ['COMPLETE', 'COMPLETE', 'FAIL']" in out, out
+    assert "Traceback" not in out and "Trial 2 failed" not in out, out
+    mentions = [line for line in out.splitlines() if "trial 2" in line.lower()]
+    assert len(mentions) == 1 and "not run: the study's 2 trials were already taken" in mentions[0], out
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
