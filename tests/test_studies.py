@@ -366,7 +366,6 @@ def test_duplicate_count_sees_workers_sharing_a_seed(tmp_path):
 
 SURPLUS = """
 import optuna
-from optuna.trial import TrialState
 from studies import workers as W
 study = optuna.create_study()
 elsewhere = study.ask()                 # trial 0: running in another worker
