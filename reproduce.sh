@@ -45,6 +45,11 @@ case "$cmd" in
         exec "$PY" -m pytest -m "not slow" "$@" ;;
     ui)
         setup
+        # MLflow 3 sends usage telemetry unless opted out (the tracking package does the same
+        # for every Python command); a user who sets either variable keeps that choice.
+        if [ -z "${MLFLOW_DISABLE_TELEMETRY+set}${DO_NOT_TRACK+set}" ]; then
+            export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+        fi
         exec .venv/bin/mlflow ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///store/mlflow.db}" \
             --default-artifact-root ./store/mlartifacts --host 127.0.0.1 --port "${PORT:-5000}" ;;
     list)

@@ -153,8 +153,8 @@ def markdown(ctx: dict) -> str:
         + f"; sampler {ctx['sampler']}",
         f"- **Trials**: {ctx['counts']['finished']} complete, {ctx['counts']['fail']} failed "
         f"({ctx['n_retried']} retried after a worker died, {ctx['n_surplus']} surplus starts "
-        f"stopped unevaluated), median {ctx['median_seconds']:.1f} s per trial; storage "
-        f"`{ctx['storage']}`",
+        f"stopped unevaluated), median {ctx['median_seconds']:.1f} s per trial; {ctx['workers']}; "
+        f"storage `{ctx['storage']}`",
         "",
         f"## {'Pareto front' if multi else 'Best setting'}: chosen on validation, evaluated once on test",
         "",
@@ -198,11 +198,11 @@ def log_mlflow(args, ctx: dict, trials, out: Path) -> dict:
     name, meta, cfg = ctx["study_name"], ctx["meta"], ctx["config"]
     parent = tracking.study_parent_run(
         client, exp_name, name, "optuna-study",
-        tags={"dataset": meta["dataset"], "method": cfg["method"], "storage": ctx["storage"],
+        tags={"dataset": meta["dataset"], "method": cfg["method"], "storage": ctx["storage_key"],
               "study": "leak_timestep"},
         params={**cfg, "checkpoint": meta["path"], "source_run_id": meta.get("run_id"),
                 "label": meta["label"], "arch": meta["hparams"].get("arch"), "sampler": ctx["sampler"]},
-        key=tracking.study_key(name, ctx["storage"], meta.get("sha256"), cfg["objectives"]))
+        key=tracking.study_key(name, ctx["storage_key"], meta.get("sha256"), cfg["objectives"]))
     keys = {"acc": "val_acc", "T": "T", "energy": "energy_ratio"}
     n_runs = tracking.log_trials(client, parent, name, trials, [keys[o] for o in cfg["objectives"]],
                                  scalar_attrs=("energy_ratio", "max_spikes_per_step", "seconds"),
@@ -269,7 +269,8 @@ def report(args, inputs, storage, name, config, perturb, argv, objectives: dict,
         "default_test": default_test, "default_val": default_val, "default_phi": default_phi,
         "perturbation": f"{perturb.name}" if perturb else "none",
         "sampler": sampler, "objectives": labels,
-        "counts": n, "storage": tracking.portable(st.describe(storage)),
+        "counts": n, "storage": tracking.portable(st.public_url(storage)), "workers": W.workers_line(study),
+        "storage_key": tracking.portable(st.describe(storage)),   # the MLflow parent's identity
         "n_retried": sum(1 for t in trials if "failed_trial" in t.system_attrs),
         "n_surplus": sum(1 for t in fails if t.user_attrs.get("surplus")),
         "median_seconds": sorted(t.user_attrs.get("seconds", 0.0) for t in complete)[len(complete) // 2],

@@ -144,30 +144,32 @@ def population(args) -> int:
     return args.population_size or max(4, min(50, args.n_trials // 4))
 
 
-def make_sampler(args, objectives, worker_index: int):
+def make_sampler(args, objectives, seed: int | None):
     if len(objectives) == 1:
-        return W.seeded(optuna.samplers.TPESampler, args.seed, worker_index)
-    return W.seeded(optuna.samplers.NSGAIISampler, args.seed, worker_index, population_size=population(args))
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=population(args))
 
 
 def sampler_label(args, objectives) -> str:
     kind = "TPESampler" if len(objectives) == 1 else f"NSGAIISampler (population {population(args)})"
-    return f"{kind}, seed {args.seed} + 1000 x worker"
+    return f"{kind}, seed ({args.seed} mod {W.SEED_STRIDE}) + {W.SEED_STRIDE} x worker number"
 
 
-def open_study(args, storage, name, config, objectives) -> optuna.Study:
+def open_study(args, storage, name, config, objectives, seed: int | None = None) -> optuna.Study:
     study = st.create_or_load_study(storage, name, directions=[OBJECTIVES[o][0] for o in objectives],
-                                    sampler=make_sampler(args, objectives, args.worker_index))
+                                    sampler=make_sampler(args, objectives, seed))
     W.check_config(study, config)
     return study
 
 
-def run_trials(args, study: optuna.Study, s: Search, meta: dict) -> dict:
+def run_trials(args, storage, name, config, objectives, s: Search, meta: dict) -> dict:
     threads = R.set_threads(args)
-    print(f"[study] worker {args.worker_index} (pid {os.getpid()}, {threads} threads) on "
-          f"'{study.study_name}': {meta['n_val']} validation images, {len(s.objectives)} objective(s)",
-          flush=True)
-    return W.run_worker(study, lambda trial: objective(trial, s), args.n_trials, poll=args.poll)
+    worker = W.register(storage, name, args.seed)
+    study = open_study(args, storage, name, config, objectives, worker.seed)
+    print(f"{worker.tag} {threads} threads: {meta['n_val']} validation images, "
+          f"{len(s.objectives)} objective(s)", flush=True)
+    return W.run_worker(study, lambda trial: objective(trial, s), args.n_trials, poll=args.poll,
+                        worker=worker)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -200,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=None, help="default: the training run's (0.1)")
     p.add_argument("--calib-size", type=int, default=1000, help="calibration images (maxnorm/robustnorm)")
     p.add_argument("--batch-size", type=int, default=200, help="evaluation batch size (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed and sampler seed (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="noise seed and sampler seed: worker k (numbered by the storage) samples "
+                        "with (SEED mod 1000) + 1000 k (default 0)")
     p.add_argument("--population-size", type=int, default=0,
                    help="NSGA-II population (0: n_trials/4 within [4, 50])")
     R.add_output_args(p, "results/<preset or dataset>/study", "<preset or dataset>-studies")
@@ -246,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     return R.dispatch(args, argv, "studies.leak_timestep", name,
                       open_study=lambda: open_study(args, storage, name, config, objectives),
-                      run_trials=lambda: run_trials(
-                          args, open_study(args, storage, name, config, objectives), search, meta),
+                      run_trials=lambda: run_trials(args, storage, name, config, objectives, search, meta),
                       report=report, bundle=inputs)
 
 

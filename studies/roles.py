@@ -5,7 +5,10 @@ Roles (the same for ``leak_timestep``, ``train_hparams`` and ``toy``):
 - ``init``: create the storage's schema and the study, then exit. Run it once before workers
   that start together (a SLURM array: ``sbatch --dependency=afterok:<init job>``), so they
   never race to create them (Optuna issue 1092; opening also retries that race).
-- ``worker``: run trials until the study holds ``--n-trials`` finished ones.
+- ``worker``: run trials until the study holds ``--n-trials`` finished ones. Each worker takes
+  its number (and so its sampler seed) from the storage (``workers.register``): no flag tells
+  workers apart, so a shell loop of identical commands, a SLURM array and ``--workers N``
+  all sample different points.
 - ``report``: only the final report.
 - ``all`` (default): init, trials (in this process, or ``--workers N`` local processes), report.
 
@@ -68,7 +71,6 @@ def add_common_args(p: argparse.ArgumentParser, default_trials: int) -> None:
     g.add_argument("--max-retry", type=int, default=st.DEFAULT_MAX_RETRY,
                    help="retries of a trial whose worker died (default %(default)s)")
     g.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
-    g.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     g.add_argument("--bundle", default=None, help=argparse.SUPPRESS)  # inputs from the launcher
 
 
@@ -103,9 +105,8 @@ def launch_workers(module: str, argv: list[str], n: int, extra: list[str]) -> li
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(st.PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     procs = []
-    for i in range(n):
-        cmd = [sys.executable, "-m", module, *argv, "--role", "worker", "--workers", str(n),
-               "--worker-index", str(i), *extra]
+    for _ in range(n):   # each numbers itself through the storage (workers.register)
+        cmd = [sys.executable, "-m", module, *argv, "--role", "worker", "--workers", str(n), *extra]
         procs.append(subprocess.Popen(cmd, cwd=os.getcwd(), env=env))
     print(f"[study] started {n} worker processes: pids {', '.join(str(p.pid) for p in procs)}",
           flush=True)
@@ -143,7 +144,7 @@ def dispatch(args, argv: list[str], module: str, name: str, *, open_study: Calla
     if args.role in ("init", "all"):
         study = open_study()
         if args.role == "init":
-            print(f"[study] '{study.study_name}' ready on {st.redact(args.storage)}", flush=True)
+            print(f"[study] '{study.study_name}' ready on {st.public_url(args.storage)}", flush=True)
             return 0
     if args.role in ("all", "worker"):
         if args.role == "all" and args.workers > 1:
@@ -154,8 +155,8 @@ def dispatch(args, argv: list[str], module: str, name: str, *, open_study: Calla
                     with open(tmp / "inputs.pkl", "wb") as f:
                         pickle.dump(bundle, f)
                     extra += ["--bundle", str(tmp / "inputs.pkl")]
-                print(f"[study] '{name}' on {st.redact(args.storage)}: {args.n_trials} trials in total, "
-                      f"{args.workers} workers", flush=True)
+                print(f"[study] '{name}' on {st.public_url(args.storage)}: {args.n_trials} trials in "
+                      f"total, {args.workers} workers", flush=True)
                 codes = launch_workers(module, argv, args.workers, extra)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

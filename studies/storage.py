@@ -252,8 +252,36 @@ def create_or_load_study(storage, study_name: str, **kw) -> optuna.Study:
     return retry_race(once)
 
 
+def public_url(storage) -> str:
+    """``storage`` (an URL or a storage object) in the form other tools accept, for every line
+    and report that shows it, password hidden: ``optuna-dashboard URL`` and, for SQLite and
+    PostgreSQL, ``optuna.load_study(storage=URL)``.
+
+    - PostgreSQL with the driver named: ``postgresql+psycopg2://...`` (SQLAlchemy 2.1 maps a
+      bare ``postgresql://`` to psycopg 3, which is not installed, so that form fails there);
+    - SQLite with an absolute path (``sqlite:////abs/optuna.db``), valid from any folder;
+    - a journal: its absolute file path, which optuna-dashboard opens as a journal (and which
+      ``--storage`` takes when it ends in ``.journal``). ``optuna.load_study`` reads a journal
+      only through ``JournalStorage(JournalFileBackend(path))``: a string is always an RDB URL.
+    """
+    if isinstance(storage, HeartbeatJournalStorage):
+        return str(Path(storage.path).expanduser().resolve())
+    url = storage.url if isinstance(storage, RDBStorage) else str(storage or DEFAULT_STORAGE)
+    kind = kind_of(url)
+    if kind == "journal":
+        return str(journal_path(url).resolve())
+    if kind == "sqlite":
+        db = url[len("sqlite:///"):]
+        if db and db != ":memory:" and not db.startswith("file:"):
+            url = f"sqlite:///{Path(db).expanduser().resolve()}"
+        return url
+    return redact(sqlalchemy_url(url))
+
+
 def describe(storage) -> str:
-    """Short human-readable name of a storage object (for reports; no password)."""
+    """Short name of a storage object (no password), part of a study's MLflow identity
+    (``tracking.study_key``): kept as it was so reruns find their parent run; lines and
+    reports show ``public_url`` instead."""
     if isinstance(storage, HeartbeatJournalStorage):
         return f"journal:{storage.path}"
     if isinstance(storage, RDBStorage):

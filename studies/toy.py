@@ -23,10 +23,9 @@ from . import storage as st
 from . import workers as W
 
 
-def objective_factory(sleep: float, worker_index: int):
+def objective_factory(sleep: float):
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("worker_index", worker_index)
         x = trial.suggest_float("x", -5.0, 5.0)
         y = trial.suggest_int("y", 0, 10)
         end = time.monotonic() + sleep
@@ -36,11 +35,12 @@ def objective_factory(sleep: float, worker_index: int):
     return objective
 
 
-def summary(study: optuna.Study) -> dict:
+def summary(study: optuna.Study, storage) -> dict:
     trials = study.get_trials(deepcopy=False)
-    return {"study": study.study_name, **W.counts(study),
+    return {"study": study.study_name, "storage": st.public_url(storage), **W.counts(study),
             "numbers": [t.number for t in trials],
             "states": [t.state.name for t in trials],
+            "sampler_seeds": [w["sampler_seed"] for w in W.workers_of(study)],
             "best": study.best_value if any(t.state.name == "COMPLETE" for t in trials) else None}
 
 
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     R.add_common_args(p, default_trials=10)
     p.add_argument("--sleep", type=float, default=0.0, help="seconds per trial")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampler seed: worker k (numbered by the storage) uses (SEED mod 1000) + 1000 k")
     args = p.parse_args(argv)
     args.study_name = args.study_name or "toy"
     try:
@@ -59,16 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    def open_study():
-        return st.create_or_load_study(storage, args.study_name, sampler=W.seeded(
-            optuna.samplers.TPESampler, args.seed, args.worker_index))
+    def open_study(seed: int | None = None):
+        return st.create_or_load_study(storage, args.study_name,
+                                       sampler=optuna.samplers.TPESampler(seed=seed))
 
     def run_trials():
-        W.run_worker(open_study(), objective_factory(args.sleep, args.worker_index), args.n_trials,
-                     poll=args.poll)
+        worker = W.register(storage, args.study_name, args.seed)
+        W.run_worker(open_study(worker.seed), objective_factory(args.sleep), args.n_trials,
+                     poll=args.poll, worker=worker)
 
     def report():
-        print(json.dumps(summary(optuna.load_study(study_name=args.study_name, storage=storage))))
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        print(json.dumps(summary(study, storage)))
 
     return R.dispatch(args, argv, "studies.toy", args.study_name, open_study=open_study,
                       run_trials=run_trials, report=report)

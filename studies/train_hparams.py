@@ -130,12 +130,12 @@ def snn_val_acc(model, dm, T: int) -> tuple[float, float]:
     return res.acc[T - 1], res.ann_acc
 
 
-def open_study(args, storage, name: str, config: dict) -> optuna.Study:
+def open_study(args, storage, name: str, config: dict, seed: int | None = None) -> optuna.Study:
     pruner = optuna.pruners.MedianPruner(n_startup_trials=args.prune_startup, n_warmup_steps=0)
     if args.no_prune:
         pruner = optuna.pruners.NopPruner()
     study = st.create_or_load_study(storage, name, direction="maximize", pruner=pruner,
-                                    sampler=W.seeded(optuna.samplers.TPESampler, args.seed, args.worker_index))
+                                    sampler=optuna.samplers.TPESampler(seed=seed))
     W.check_config(study, config)
     return study
 
@@ -143,7 +143,8 @@ def open_study(args, storage, name: str, config: dict) -> optuna.Study:
 def run_trials(args, storage, name: str, config: dict) -> dict:
     from optuna_integration import PyTorchLightningPruningCallback
     R.set_threads(args)
-    study = open_study(args, storage, name, config)
+    worker = W.register(storage, name, args.seed)
+    study = open_study(args, storage, name, config, worker.seed)
     dm = subset_datamodule(args.dataset, args.data_dir, args.batch_size, args.train_subset,
                            args.val_subset, args.split_seed)
     arch_kwargs = json.loads(args.arch_kwargs)
@@ -169,7 +170,8 @@ def run_trials(args, storage, name: str, config: dict) -> dict:
         trial.set_user_attr(f"snn_val_acc_T{args.T}", snn_acc)
         return snn_acc
 
-    return W.run_worker(study, objective, args.n_trials, finished=FINISHED, poll=args.poll)
+    return W.run_worker(study, objective, args.n_trials, finished=FINISHED, poll=args.poll,
+                        worker=worker)
 
 
 def report(args, storage, name: str, config: dict, argv) -> Path:
@@ -190,8 +192,8 @@ def report(args, storage, name: str, config: dict, argv) -> Path:
              f"- search: theta in {SPACE['theta']} (log), L in {SPACE['L']} (log), lr in "
              f"{SPACE['lr']} (log), weight decay in {SPACE['weight_decay']} (log); SGD, cosine schedule",
              f"- {n['finished'] - pruned} complete, {pruned} pruned (median rule on the ANN's "
-             f"validation accuracy per epoch), {n['fail']} failed; storage `{st.describe(storage)}`"
-             + (f"; DDP on {args.ddp_cpu} CPU processes" if args.ddp_cpu > 1 else ""),
+             f"validation accuracy per epoch), {n['fail']} failed; {W.workers_line(study)}; storage "
+             f"`{st.public_url(storage)}`" + (f"; DDP on {args.ddp_cpu} CPU processes" if args.ddp_cpu > 1 else ""),
              "", "| rank | trial | value | ANN val acc | theta | L | lr | weight decay |",
              "|---|---|---|---|---|---|---|---|"]
     for i, t in enumerate(complete[:10]):
@@ -244,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddp-cpu", type=int, default=0, help="train each trial with DDP on N CPU processes")
     p.add_argument("--no-prune", action="store_true")
     p.add_argument("--prune-startup", type=int, default=3, help="trials before pruning starts")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed (+ trial number) and sampler seed: worker k (numbered by the "
+                        "storage) samples with (SEED mod 1000) + 1000 k (default 0)")
     R.add_output_args(p, "results/<dataset>/train_hparams", "<dataset>-studies")
     R.add_common_args(p, default_trials=20)
     return p

@@ -261,8 +261,10 @@ def test_killed_worker_trial_is_retried(kind, tmp_path, request):
 LAUNCH = """
 import json, os, sys, time, traceback
 import alembic.script, sqlalchemy.orm  # imported once, before the fork, to keep the test cheap
-from studies import toy
+from studies import toy, workers
 folder, n, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+if os.environ.get("FORCE_SEED"):         # the broken set-up: every worker samples with one seed
+    workers.worker_seed = lambda base, number: int(os.environ["FORCE_SEED"])
 pids = []
 for i in range(n):
     pid = os.fork()
@@ -273,7 +275,7 @@ for i in range(n):
         while not os.path.exists(os.path.join(folder, "go")):
             time.sleep(0.001)
         try:
-            code = toy.main(argv + ["--worker-index", str(i)])
+            code = toy.main(argv)
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -286,19 +288,24 @@ print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids])
 """
 
 
-def start_together(url: str, folder: Path, n_workers: int, n_trials: int) -> None:
+def start_together(url: str, folder: Path, n_workers: int, n_trials: int, force_seed=None) -> list[str]:
     """``n_workers`` toy worker processes (forked from one launcher that imported everything
-    once) open a fresh ``url`` at the same instant: each waits for a 'go' file. All exit 0."""
+    once) open a fresh ``url`` at the same instant: each waits for a 'go' file. All exit 0.
+    Returns their outputs. ``force_seed``: every worker samples with that seed (the old bug)."""
     folder.mkdir()
+    e = env()
+    if force_seed is not None:
+        e["FORCE_SEED"] = str(force_seed)
     p = subprocess.run([sys.executable, "-c", LAUNCH, str(folder), str(n_workers), "--storage", url,
                         "--study-name", "s", "--role", "worker", "--n-trials", str(n_trials),
                         "--sleep", "0.02", "--poll", "0.1"],
-                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=180)
+                       cwd=ROOT, env=e, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout + p.stderr
     codes = json.loads(p.stdout.strip().splitlines()[-1])
     crashed = [(c, (folder / f"worker{i}.log").read_text()[-2000:]) for i, c in enumerate(codes) if c]
     assert len(codes) == n_workers and not crashed, \
         f"{len(crashed)}/{n_workers} workers crashed on a fresh storage: {crashed[0]}"
+    return [(folder / f"worker{i}.log").read_text() for i in range(n_workers)]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
@@ -314,6 +321,100 @@ def test_eight_workers_start_together_on_a_fresh_storage(kind, tmp_path, request
         trials = optuna.load_study(study_name="s", storage=st.make_storage(url)).get_trials()
         assert sum(t.state == TrialState.COMPLETE for t in trials) == 12, f"round {rnd}"
         assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
+
+
+def duplicates(trials) -> int:
+    """COMPLETE trials whose parameters repeat an earlier COMPLETE trial's."""
+    seen = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    return len(seen) - len(set(seen))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_eight_workers_started_together_sample_distinct_points(kind, tmp_path, request):
+    """The README's loop of bare ``--role worker`` commands (no flag tells them apart) released
+    at one instant: the storage numbers the workers 0..7, each samples with its own seed, and
+    the 40 trials hold no parameter set twice (with one shared seed about half of them did)."""
+    url = {"sqlite": lambda: f"sqlite:///{tmp_path}/w.db", "journal": lambda: str(tmp_path / "w.journal"),
+           "postgresql": lambda: fresh_pg_db(request.getfixturevalue("postgres_url"), "distinct")}[kind]()
+    logs = start_together(url, tmp_path / "workers", n_workers=8, n_trials=40)
+    storage = st.make_storage(url)
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 40 and duplicates(trials) == 0, f"{duplicates(trials)} duplicates"
+    seeds = [W.worker_seed(0, k) for k in range(8)]
+    tickets = optuna.load_study(study_name="s" + W.REGISTRY_SUFFIX, storage=storage).get_trials()
+    assert sorted(t.number for t in tickets) == list(range(8))
+    assert sorted(t.value for t in tickets) == seeds                  # the seed, recorded
+    assert [w["sampler_seed"] for w in W.workers_of(study)] == seeds
+    assert {t.user_attrs["sampler_seed"] for t in complete} <= set(seeds)
+    assert len({t.user_attrs["pid"] for t in complete}) > 1
+    joined = sorted(int(line.split("sampler seed ")[1].split()[0]) for log in logs
+                    for line in log.splitlines() if "joined study 's'" in line)
+    assert joined == seeds, joined
+    assert not any("Traceback" in log for log in logs), [log for log in logs if "Traceback" in log][0]
+
+
+def test_duplicate_count_sees_workers_sharing_a_seed(tmp_path):
+    """The check above is not vacuous: the same eight workers forced onto one seed (what every
+    bare worker got before) repeat parameter sets."""
+    url = str(tmp_path / "same.journal")
+    start_together(url, tmp_path / "workers", n_workers=8, n_trials=16, force_seed=0)
+    trials = optuna.load_study(study_name="s", storage=st.make_storage(url)).get_trials()
+    assert duplicates(trials) > 0
+
+
+SURPLUS = """
+import optuna
+from studies import workers as W
+study = optuna.create_study()
+elsewhere = study.ask()                 # trial 0: running in another worker
+study.enqueue_trial({"x": 0.1})         # trials 1, 2: waiting, so this worker starts them
+study.enqueue_trial({"x": 0.2})
+
+def say(line):
+    print(line, flush=True)
+    if "not run" in line:               # the other worker finishes its trial meanwhile
+        study.tell(elsewhere, 0.0)
+W.run_worker(study, lambda t: t.suggest_float("x", 0, 1), n_trials=2, poll=0.01, say=say)
+print("states", [t.state.name for t in study.get_trials()])
+"""
+
+
+def test_surplus_trial_ends_with_one_line():
+    """A trial started after the budget was filled (trial 2 of a 2-trial study, trial 0 still
+    running elsewhere) stops with one line: no Optuna warning, no traceback."""
+    p = subprocess.run([sys.executable, "-c", SURPLUS], cwd=ROOT, env=env(), capture_output=True,
+                       text=True, timeout=60)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "states ['COMPLETE', 'COMPLETE', 'FAIL']" in out, out
+    assert "Traceback" not in out and "Trial 2 failed" not in out, out
+    mentions = [line for line in out.splitlines() if "trial 2" in line.lower()]
+    assert len(mentions) == 1 and "not run: the study's 2 trials were already taken" in mentions[0], out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_printed_storage_url_opens_the_study(kind, tmp_path, request):
+    """The URL a command prints is one optuna-dashboard and optuna.load_study accept: for
+    PostgreSQL with the installed driver named (a bare postgresql:// needs psycopg 3)."""
+    url = {"sqlite": lambda: f"sqlite:///{tmp_path}/u.db", "journal": lambda: str(tmp_path / "u.journal"),
+           "postgresql": lambda: fresh_pg_db(request.getfixturevalue("postgres_url"), "printed_url")}[kind]()
+    p = subprocess.run([sys.executable, "-m", "studies.toy", "--storage", url, "--study-name", "s",
+                        "--role", "init"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    printed = p.stdout.split("' ready on ")[1].strip()
+    if kind == "journal":     # optuna-dashboard opens a journal given its path
+        assert Path(printed).is_file() and printed == str((tmp_path / "u.journal").resolve())
+        from optuna.storages.journal import JournalFileBackend
+        storage = optuna.storages.JournalStorage(JournalFileBackend(printed))
+    else:
+        if kind == "postgresql":
+            assert printed.startswith("postgresql+psycopg2://"), printed
+        storage = printed
+    assert optuna.load_study(study_name="s", storage=storage).study_name == "s"
+    assert st.public_url("postgres://u:pw@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
+    assert st.public_url("sqlite:///rel/x.db") == f"sqlite:///{Path.cwd() / 'rel/x.db'}"
 
 
 def test_role_init_creates_schema_and_study_once(tmp_path):

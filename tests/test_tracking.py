@@ -231,3 +231,42 @@ def test_default_storages_share_one_folder_outside_the_sources():
     assert Path(tracking.DEFAULT_ARTIFACTS[len("file://"):]).parent == tracking.STORE_DIR
     if not os.environ.get("ANNSNN_STORE_DIR"):
         assert tracking.STORE_DIR == tracking.PROJECT_ROOT / "store"
+
+
+# ----------------------------------------------------------------------------- no telemetry
+
+# Variables under which MLflow 3.17 turns its telemetry off by itself (CI services, pytest:
+# mlflow.telemetry.utils._is_ci_env_or_testing); the commands below run without them, as in a
+# user's shell, so that only the tracking package's setting can turn it off.
+CI_VARS = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "CIRCLECI", "GITLAB_CI", "JENKINS_URL",
+           "TRAVIS", "TF_BUILD", "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE",
+           "TEAMCITY_VERSION", "CLOUD_RUN_EXECUTION", "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME",
+           "RUNBOT_WORKER_ID")
+TELEMETRY = ("import json, os; {imports}; "
+             "from mlflow.telemetry import get_telemetry_client; "
+             "from mlflow.telemetry.utils import is_telemetry_disabled; "
+             "print(json.dumps([is_telemetry_disabled(), get_telemetry_client() is None, "
+             "os.environ.get('MLFLOW_DISABLE_TELEMETRY'), os.environ.get('DO_NOT_TRACK')]))")
+
+
+@pytest.mark.parametrize("imports", ["import tracking, mlflow", "import mlflow, tracking"])
+def test_mlflow_telemetry_is_off_once_tracking_is_imported(imports):
+    """MLflow 3 sends usage telemetry unless opted out; a command that imports ``tracking``
+    (before or after MLflow) runs with it off and no telemetry client."""
+    import json
+    e = {k: v for k, v in os.environ.items() if k not in CI_VARS and k not in tracking.TELEMETRY_OPT_OUT}
+    p = subprocess.run([sys.executable, "-c", TELEMETRY.format(imports=imports)], cwd=ROOT, env=e,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout.splitlines()[-1]) == [True, True, "true", "true"], p.stdout
+
+
+def test_a_users_telemetry_choice_is_kept():
+    for user in ({"MLFLOW_DISABLE_TELEMETRY": "false"}, {"DO_NOT_TRACK": "false"},
+                 {"MLFLOW_DISABLE_TELEMETRY": "true"}):
+        environ = dict(user)
+        tracking.telemetry_off(environ)
+        assert environ == user
+    environ = {}
+    tracking.telemetry_off(environ)
+    assert environ == {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
