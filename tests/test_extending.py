@@ -6,7 +6,6 @@ example's own asserts)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -30,7 +29,7 @@ def test_the_doc_shows_the_recipe_module_as_it_is():
     assert recipe == (REPO / "annsnn" / "recipes" / "channelnorm.py").read_text()
     init = (REPO / "annsnn" / "recipes" / "__init__.py").read_text().splitlines()
     assert line.strip() in init
-    assert "maxnorm-channel" in RECIPES and f'name = "maxnorm-channel"' in recipe
+    assert "maxnorm-channel" in RECIPES and 'name = "maxnorm-channel"' in recipe
 
 
 def _channel_maxima(ann: nn.Module, loader) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@ architecture (registering a recipe puts it under test here with no other edit),
 the registry's refusals, and the literal settings that define each baseline."""
 from __future__ import annotations
 
-import math
 import re
 from collections import OrderedDict
 
