@@ -11,6 +11,11 @@ Per step (DESIGN section 2):
 ``max_spikes = 1`` is the classic single-spike IF neuron, ``max_spikes = L``
 the multi-spike (membrane-potential encoding) neuron of StepReLU.
 
+theta is one number for the whole layer, or one per channel (a [C] tensor; the channel
+axis is dim 1 of the input: [N, C] after a linear layer, [N, C, H, W] after a conv). A
+per-channel neuron runs the same operations with theta_c broadcast over channel c, so
+each channel computes bit for bit what a one-threshold neuron with theta_c computes.
+
 Two leaks act on the carried residual r (never at t = 1):
     leak_mode "exp":    leak * r                         (the default)
     leak_mode "linear": r - clamp(r, -c, c), c = 1 - leak (in units of theta; V <- V - c*theta
@@ -49,6 +54,30 @@ def check_leak_mode(leak_mode) -> str:
     if leak_mode not in LEAK_MODES:
         raise ValueError(f"unknown leak_mode {leak_mode!r}; valid: {', '.join(LEAK_MODES)}")
     return leak_mode
+
+
+def check_thresholds(theta) -> torch.Tensor:
+    """``theta`` as the neuron stores it: a 0-d float32 tensor (one threshold for the layer:
+    a number, or a tensor with one element) or a 1-D float32 tensor [C] (one per channel; a
+    [C, 1, ..., 1] tensor is taken as [C]). Every threshold must be finite and > 0."""
+    if not isinstance(theta, torch.Tensor):
+        if isinstance(theta, (int, float)) or not hasattr(theta, "__len__"):
+            check_theta(theta)
+            return torch.tensor(float(theta), dtype=torch.float32)
+        theta = torch.as_tensor(theta)
+    if theta.numel() == 1:
+        check_theta(theta)
+        return theta.detach().clone().to(torch.float32).reshape(())
+    if theta.dim() == 0 or theta.numel() == 0 or any(s != 1 for s in theta.shape[1:]):
+        raise ValueError(f"per-channel theta must have shape [C] (or [C, 1, ..., 1]), got "
+                         f"{tuple(theta.shape)}")
+    t = theta.detach().clone().to(torch.float32).reshape(-1)
+    bad = ~(torch.isfinite(t) & (t > 0))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"theta (threshold) must be finite and > 0 in every channel; channel {i} "
+                         f"is {float(t[i])!r} ({int(bad.sum())} of {t.numel()} channels bad)")
+    return t
 
 
 def _flat(n: torch.Tensor) -> torch.Tensor:
@@ -93,21 +122,34 @@ class IFNeuron(nn.Module):
     def __init__(self, theta, max_spikes: int = 1, phi: float = 0.0, leak: float = 1.0,
                  leak_mode: str = "exp"):
         super().__init__()
-        check_theta(theta)
+        theta = check_thresholds(theta)
         self.max_spikes = check_levels(max_spikes)
         self.phi = check_phi(phi)
         self.leak = check_leak(leak)
         self.leak_mode = check_leak_mode(leak_mode)
-        if isinstance(theta, torch.Tensor):
-            theta = theta.detach().clone().to(torch.float32).reshape(())
-        else:
-            theta = torch.tensor(float(theta), dtype=torch.float32)
-        self.register_buffer("theta", theta)
+        self.register_buffer("theta", theta)   # 0-d, or [C] per channel (check_thresholds)
         self.surrogate = False
         self.record = True
         self.count_levels = False
         self.u: torch.Tensor | None = None
         self.reset_stats()
+
+    @property
+    def per_channel(self) -> bool:
+        """True when each channel has its own threshold (``theta`` is [C])."""
+        return self.theta.dim() == 1
+
+    def theta_for(self, x: torch.Tensor) -> torch.Tensor:
+        """``theta`` shaped to broadcast against ``x`` (an input or output of this layer):
+        the 0-d threshold itself, or the [C] thresholds as [C, 1, ..., 1] for the channel
+        axis 1 of ``x``. Outputs are n * theta_for(output), so n = output / theta_for(output)."""
+        theta = self.theta
+        if theta.dim() == 0:
+            return theta
+        if x.dim() < 2 or x.shape[1] != theta.shape[0]:
+            raise ValueError(f"this neuron has {theta.shape[0]} per-channel thresholds, but its "
+                             f"input has shape {tuple(x.shape)} (channels on axis 1)")
+        return theta.view(-1, *([1] * (x.dim() - 2)))
 
     def reset(self) -> None:
         """Forget the membrane potential (start of a new sample)."""
@@ -129,13 +171,14 @@ class IFNeuron(nn.Module):
         return r - r.clamp(-c, c)   # toward 0 by c, never past it; same ops as the in-place path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.theta_for(x)   # the 0-d buffer itself for one threshold per layer
         if self.surrogate:  # differentiable path: no in-place updates, the same arithmetic
-            u = x / self.theta + self.phi if self.u is None else self._leaked(self.u) + x / self.theta
+            u = x / theta + self.phi if self.u is None else self._leaked(self.u) + x / theta
             n = clamp_floor_ste(u, self.max_spikes)  # gradient 1 where 0 <= floor(u) <= max_spikes
             self.u = u - n
-            return self._count(n) * self.theta
+            return self._count(n) * theta
         if self.u is None:  # t = 1: exactly StepReLU's arithmetic, x/theta + phi
-            u = torch.div(x, self.theta)
+            u = torch.div(x, theta)
             u.add_(self.phi)
         else:  # t >= 2: in place; addcdiv_ rounds x/theta, then the sum, as add_(x/theta)
             u = self.u
@@ -145,10 +188,10 @@ class IFNeuron(nn.Module):
                 else:
                     c = 1.0 - self.leak
                     u.sub_(u.clamp(-c, c))
-            u.addcdiv_(x, self.theta)
+            u.addcdiv_(x, theta)
         n = torch.floor(u).clamp_(0, self.max_spikes)
         self.u = u.sub_(n)
-        return self._count(n).mul_(self.theta)
+        return self._count(n).mul_(theta)
 
     def _count(self, n: torch.Tensor) -> torch.Tensor:
         """Record n's statistics on its device (no host read) and return n."""
@@ -189,7 +232,12 @@ class IFNeuron(nn.Module):
         return 0.0 if self.peak is None else float(self.peak)
 
     def extra_repr(self) -> str:
-        return (f"theta={float(self.theta):.6g}, max_spikes={self.max_spikes}, "
+        if self.per_channel:
+            theta = (f"theta=[{self.theta.numel()} channels, {float(self.theta.min()):.6g}.."
+                     f"{float(self.theta.max()):.6g}]")
+        else:
+            theta = f"theta={float(self.theta):.6g}"
+        return (f"{theta}, max_spikes={self.max_spikes}, "
                 f"phi={self.phi}, leak={self.leak}, leak_mode={self.leak_mode}")
 
 

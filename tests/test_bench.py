@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -163,6 +164,53 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tmp_path, monkey
     assert sorted(m.step for m in epochs) == sorted(set(m.step for m in epochs)), "val_acc logged twice"
     assert len(out["records"]) == 2
 
+
+
+@needs_fashion
+def test_resume_skips_a_group_that_finished(tmp_path, monkeypatch, capsys):
+    """A seed interrupted in its second ANN group: on --resume the finished first group is
+    skipped as a whole (no data module, ANN, training, checkpoint load or simulation for it);
+    only the interrupted group runs."""
+    uri = f"sqlite:///{tmp_path}/skip.db"
+    cfg = tiny_cfg("test-skip", methods=("maxnorm", "steprelu"),
+                   extra=["trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+                          "test_subset=100", "calib_size=100", "eval_batch_size=100", "T_max=2",
+                          "summary_t=[1,2]", "arch_kwargs={width: 4}", "trainer.threads=1"])
+    assert list(presets.activation_groups(cfg)) == ["relu", "steprelu"]
+    import lightning_modules.callbacks as cb
+    real_simulate, real_module, real_load = cb.simulate, runner._module, runner.ANNClassifier.load_from_checkpoint
+    built, loaded, simulated, crash = [], [], [], {"on": True}
+
+    def module(cfg, act, info):
+        built.append(act)
+        return real_module(cfg, act, info)
+
+    def load(path, **kw):
+        loaded.append(Path(path).parent.name)      # runs/<preset>/seed0/<activation>/last.ckpt
+        return real_load(path, **kw)
+
+    def simulate(snn, *a, **k):
+        simulated.append(built[-1] if built else None)
+        if crash["on"] and built[-1:] == ["steprelu"]:
+            raise _Boom("interrupted in the second group")
+        return real_simulate(snn, *a, **k)
+    monkeypatch.setattr(runner, "_module", module)
+    monkeypatch.setattr(runner.ANNClassifier, "load_from_checkpoint", load)
+    monkeypatch.setattr(cb, "simulate", simulate)
+    with pytest.raises(_Boom):
+        runner.run(cfg, tracking_uri=uri, out_dir=tmp_path / "r", progress=False)
+    state = runner.State(runner.seed_dir("test-skip", 0), cfg, 0, resume=True)
+    assert state.data["groups"]["seed0/relu"]["complete"]
+    assert not state.data["groups"]["seed0/steprelu"].get("complete")
+    assert (built, simulated) == (["relu", "steprelu"], ["relu", "steprelu"])
+
+    built.clear(), loaded.clear(), simulated.clear()
+    crash["on"] = False
+    capsys.readouterr()
+    out = runner.run(cfg, resume=True, tracking_uri=uri, out_dir=tmp_path / "r", progress=False)
+    assert (built, loaded, simulated) == (["steprelu"], ["steprelu"], ["steprelu"])
+    assert "seed0/relu: already complete, skipped" in capsys.readouterr().out
+    assert sorted(r["method"] for r in out["records"]) == ["maxnorm", "steprelu"]
 
 # ----------------------------------------------------------------------------- the report over seeds
 

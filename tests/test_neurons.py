@@ -363,3 +363,104 @@ def test_linear_leak_surrogate_gradient():
 def test_extra_repr_shows_leak_mode():
     assert "leak_mode=linear" in repr(IFNeuron(1.0, leak=0.9, leak_mode="linear"))
     assert "leak_mode=exp" in repr(IFNeuron(1.0))
+
+
+# ---------------------------------------------------------------- per-channel thresholds
+
+def _per_channel_inputs(shape, T, seed):
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(*shape, generator=g) * 0.4 for _ in range(T)]
+    return [x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in xs]
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3, 4, 5, 5), (3, 4, 6)])
+@pytest.mark.parametrize("leak_mode", ["exp", "linear"])
+@pytest.mark.parametrize("max_spikes, phi, leak", [(1, 0.0, 1.0), (1, 0.5, 0.8), (6, 0.5, 0.9), (6, 0.0, 1.0)])
+def test_per_channel_neuron_is_one_scalar_neuron_per_channel(shape, max_spikes, phi, leak, leak_mode):
+    """theta [C]: channel c computes bit for bit what IFNeuron(theta_c) computes on it -- outputs,
+    residuals and spike statistics, in every mode (single/multi-spike, V0, both leaks),
+    for linear ([N, C]), conv ([N, C, H, W], channels-last) and 1-D conv ([N, C, L]) outputs,
+    on the in-place and the surrogate path."""
+    C = shape[1]
+    theta = torch.tensor([0.0731, 0.31, 0.0193, 0.77])[:C]
+    xs = _per_channel_inputs(shape, 9, seed=max_spikes * 7 + C)
+    m = IFNeuron(theta, max_spikes=max_spikes, phi=phi, leak=leak, leak_mode=leak_mode)
+    assert m.per_channel and m.theta.shape == (C,)
+    m.count_levels = True
+    got = run(m, xs)
+    last = m.u.clone()
+    spikes, steps = 0.0, 0
+    for c in range(C):
+        one = IFNeuron(theta[c], max_spikes=max_spikes, phi=phi, leak=leak, leak_mode=leak_mode)
+        assert not one.per_channel
+        one.count_levels = True
+        want = run(one, [x[:, c] for x in xs])
+        assert torch.equal(got[:, :, c], want), c
+        assert torch.equal(last[:, c], one.u), c
+        spikes, steps = spikes + one.spikes, steps + one.neuron_steps
+    assert m.spikes == spikes > 0 and m.neuron_steps == steps
+    levels = torch.round(got / m.theta_for(got[0])).long()   # got: [T, N, C, ...]
+    assert m.spike_counts() == torch.bincount(levels.flatten(), minlength=max_spikes + 1).tolist()
+    assert m.max_n == float(levels.max())
+    m.surrogate = True
+    assert torch.equal(run(m, xs), got) and torch.equal(m.u, last)
+
+
+def test_per_channel_thresholds_act_along_axis_1_not_the_last_axis():
+    """A conv output whose width equals its channel count: theta must act on the channel
+    axis (dim 1); plain broadcasting of a [C] tensor would act on the width instead."""
+    m = IFNeuron(torch.tensor([1.0, 4.0]), max_spikes=8)
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 0] = 2.0            # channel 0: 2 / 1 -> 2 spikes of 1.0 everywhere
+    x[0, 1] = 4.0            # channel 1: 4 / 4 -> 1 spike of 4.0 everywhere
+    out = run(m, [x])[0]
+    assert torch.equal(out[0, 0], torch.full((2, 2), 2.0))
+    assert torch.equal(out[0, 1], torch.full((2, 2), 4.0))
+    assert m.spikes == 4 * 2 + 4 * 1
+
+
+def test_per_channel_initial_potential_is_a_fraction_of_each_channels_theta():
+    """phi = 0.5 starts channel c at theta_c / 2: with no input the residual is 0.5 in units
+    of each channel's own theta; an input of theta_c / 2 then gives one spike of theta_c."""
+    theta = torch.tensor([0.25, 2.0, 8.0])
+    m = IFNeuron(theta, max_spikes=1, phi=0.5)
+    outs = run(m, [torch.zeros(1, 3), theta.reshape(1, 3) / 2])
+    assert torch.equal(outs[0], torch.zeros(1, 3))
+    assert torch.equal(outs[1], theta.reshape(1, 3))
+
+
+def test_per_channel_linear_leak_is_in_units_of_each_channels_theta():
+    """Linear leak 0.75: the residual moves toward 0 by (1 - 0.75) * theta_c, a different
+    absolute amount per channel. Inputs 0.5 * theta_c, then 0: residuals .5 -> .25 (units)."""
+    theta = torch.tensor([0.5, 4.0])
+    m = IFNeuron(theta, max_spikes=1, phi=0.0, leak=0.75, leak_mode="linear")
+    run(m, [theta.reshape(1, 2) * 0.5, torch.zeros(1, 2)])
+    assert m.u.tolist() == [[0.25, 0.25]]
+    assert (m.u * theta).tolist() == [[0.125, 1.0]]     # absolute: 0.25 - .125, 2 - 1
+
+
+def test_per_channel_thresholds_must_match_the_input_channels():
+    m = IFNeuron(torch.tensor([1.0, 2.0, 3.0]))
+    for bad in (torch.zeros(2, 4), torch.zeros(2, 2, 3, 3), torch.zeros(3)):
+        with pytest.raises(ValueError, match="3 per-channel thresholds"):
+            run(m, [bad])
+
+
+@pytest.mark.parametrize("theta, needle", [
+    (torch.tensor([1.0, 0.0]), "channel 1"), (torch.tensor([-1.0, 2.0, -3.0]), "2 of 3"),
+    (torch.tensor([1.0, float("nan")]), "channel 1"), (torch.tensor([float("inf"), 1.0]), "channel 0"),
+    (torch.ones(2, 3), "shape [C]"), (torch.ones(1, 2), "shape [C]"), (torch.ones(0), "shape [C]"),
+])
+def test_per_channel_theta_rejects_bad_values_and_shapes(theta, needle):
+    with pytest.raises(ValueError) as e:
+        IFNeuron(theta)
+    assert needle in str(e.value)
+
+
+def test_one_element_and_column_thresholds():
+    """A one-element tensor is one threshold for the layer (as before); [C, 1, 1] is [C]."""
+    one = IFNeuron(torch.tensor([0.3]))
+    assert not one.per_channel and one.theta.shape == () and float(one.theta) == float(torch.tensor(0.3))
+    col = IFNeuron(torch.tensor([1.0, 2.0]).reshape(2, 1, 1))
+    assert col.per_channel and col.theta.tolist() == [1.0, 2.0]
+    assert "theta=[2 channels, 1..2]" in repr(col) and "theta=0.3" in repr(one)

@@ -252,3 +252,46 @@ def test_claims_give_a_verdict_with_numbers(stage):
     assert any("p =" in line for line in cl["noise"]["lines"])
     assert robustness.claims(dict(cfg, methods=["qcfs"]), [r for r in rows if r["method"] == "qcfs"])["noise"][
         "verdict"] == "not testable here"
+
+
+def test_transfer_images_come_from_each_source_ann_for_every_method():
+    """Per source ANN and attack, every method's SNN runs on the images crafted on that
+    source (recomputed here: FGSM is deterministic); different sources give different images,
+    so images crafted on one fixed ANN whatever the source would fail this."""
+    from annsnn import convert
+    from annsnn.attacks import fgsm
+    from annsnn.recipes import get_recipe
+    from bench import robust_eval
+
+    cfg = presets.load("smoke", TINY + ["robustness.ann_attacks=[fgsm]", "robustness.eps=[8]"])
+    anns = _anns()
+    st = robust_eval._Stage(cfg, anns, FakeDM(), 0, [], progress=False)
+    assert st.methods == METHODS and cfg["robustness"]["sources"] == ["relu", "qcfs", "steprelu"]
+    for m in st.methods:
+        st.snns[m] = convert(anns[get_recipe(m).activation], m, st.calib)
+        st.pts[m] = {"T_1": 1}
+    real_sim, real_add_sim, last, seen = st.sim, st.add_sim, {}, {}
+
+    def sim(snn, x, y, T, **kw):
+        last["x"] = x.clone()
+        return real_sim(snn, x, y, T, **kw)
+
+    def add_sim(res, method, pts=None, **kw):
+        if kw.get("family") == "transfer":
+            seen[(kw["source"], method)] = last["x"]
+        return real_add_sim(res, method, pts, **kw)
+    st.sim, st.add_sim = sim, add_sim
+
+    class Bar:
+        def update(self):
+            pass
+    st.transfer(Bar())
+    x, y = st.head("transfer_images")
+    want = {src: torch.cat([fgsm(anns[src], xb, yb, 8 / 255) for xb, yb in robust_eval._loader(x, y, st.bs)])
+            for src in ("relu", "qcfs", "steprelu")}
+    assert sorted(seen) == sorted((s, m) for s in want for m in METHODS)
+    wrong = [(src, m) for (src, m), xa in seen.items() if not torch.equal(xa, want[src])]
+    assert not wrong, f"(source, method) whose SNN did not run on the source's images: {wrong}"
+    srcs = list(want)
+    assert all(not torch.equal(want[a], want[b]) for i, a in enumerate(srcs) for b in srcs[i + 1:])
+    assert all(not torch.equal(w, x) for w in want.values())

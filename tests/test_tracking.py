@@ -168,6 +168,36 @@ def test_store_killed_during_first_creation_opens_next_time(tmp_path, size):
     assert not list(tmp_path.glob(".mlflow.db.*"))          # no scratch file left behind
 
 
+
+class _DiedAfterTheSchema(Exception):
+    pass
+
+
+def test_a_new_store_is_built_on_a_scratch_file_and_renamed_into_place(tmp_path, monkeypatch):
+    """The tables of a new store are created on another file in the same folder while the
+    store's own path does not exist yet; a creation that dies before the rename leaves
+    nothing at that path, and the next open builds it again and logs."""
+    import mlflow.store.db.utils as db_utils
+    db = (tmp_path / "fresh.db").resolve()
+    uri = f"sqlite:///{db}"
+    real, built = db_utils._initialize_tables, []
+
+    def initialize_tables(engine):
+        built.append(Path(engine.url.database).resolve())
+        assert not db.exists(), "the new store's tables are being created at its final path"
+        real(engine)
+        if len(built) == 1:
+            raise _DiedAfterTheSchema()   # the first creation dies before its rename
+    monkeypatch.setattr(db_utils, "_initialize_tables", initialize_tables)
+    tracking.store._READY.clear()
+    with pytest.raises(_DiedAfterTheSchema):
+        tracking.ensure_store(uri, quiet=True)
+    assert not db.exists(), "a creation that died left a store at the final path"
+    next_run_logs(uri)                      # opens (and so creates) the store again
+    assert len(built) == 2 and all(b != db and b.parent == db.parent for b in built)
+    assert tracking.store.inspect(db)["revision"] == tracking.store.head_revision()
+    assert not list(tmp_path.glob(".fresh.db.*"))            # the scratch files are gone
+
 def _complete_store(tmp_path) -> tuple[str, Path, str]:
     db = tmp_path / "s.db"
     uri = f"sqlite:///{db}"

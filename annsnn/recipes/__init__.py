@@ -8,5 +8,6 @@ from . import ratenorm  # noqa: F401  maxnorm, robustnorm
 from . import opi  # noqa: F401
 from . import qcfs  # noqa: F401
 from . import steprelu  # noqa: F401  steprelu, steprelu-single
+from . import channelnorm  # noqa: F401  maxnorm-channel
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "register"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
 from torch import nn
 
 from ..activations import ACTIVATIONS
@@ -26,11 +27,13 @@ class Recipe(ABC):
     needs_calibration: bool = False    # thresholds come from a calibration set
 
     @abstractmethod
-    def thresholds(self, model: nn.Module, calib_loader) -> dict[str, float]:
-        """Per-activation-layer threshold (module path -> value) of the BatchNorm-folded ``model``."""
+    def thresholds(self, model: nn.Module, calib_loader) -> dict[str, float | torch.Tensor]:
+        """Per-activation-layer threshold (module path -> value) of the BatchNorm-folded
+        ``model``: a number for the whole layer, or a [C] tensor with one threshold per
+        channel (channel axis 1 of the layer's output), which ``IFNeuron`` takes as it is."""
 
     @abstractmethod
-    def neuron(self, activation: nn.Module, threshold: float | None, leak: float,
+    def neuron(self, activation: nn.Module, threshold: float | torch.Tensor | None, leak: float,
                leak_mode: str = "exp") -> IFNeuron:
         """The spiking layer replacing ``activation``; ``threshold`` is its entry of
         ``thresholds()`` when the recipe needs calibration, else None; ``leak`` and

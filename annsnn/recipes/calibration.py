@@ -28,14 +28,21 @@ def _check_unshuffled(loader) -> None:
                          "or batch size: pass a loader with shuffle=False")
 
 
-def _activation_outputs(model, names, loader, device, nonzero: bool,
-                        fn: Callable[[str, torch.Tensor], None]) -> int:
-    """Call ``fn(name, values)`` on each named layer's flattened outputs (only the
-    non-zero ones if ``nonzero``) for every batch; returns the number of batches."""
+def for_each_output(model: nn.Module, names: list[str], loader,
+                    fn: Callable[[str, torch.Tensor], None]) -> int:
+    """Run ``model`` (eval mode, no autograd) over every batch of ``loader`` (which must
+    not shuffle) and call ``fn(name, output)`` with each named layer's output, as it is
+    (e.g. [N, C, H, W]); returns the number of non-empty batches. The building block of a
+    recipe's threshold rule: ``fn`` accumulates whatever statistic the rule needs."""
+    _check_unshuffled(loader)
+    model.eval()
+    return _outputs(model, names, loader, next(model.parameters()).device, fn)
+
+
+def _outputs(model, names, loader, device, fn: Callable[[str, torch.Tensor], None]) -> int:
     def hook_for(n):
         def hook(mod, inp, out):
-            v = out.detach().reshape(-1)
-            fn(n, v[v != 0] if nonzero else v)  # returns None: never replace the layer's output
+            fn(n, out.detach())  # returns None: never replace the layer's output
         return hook
     hooks = [model.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
     n_batches = 0
@@ -48,6 +55,16 @@ def _activation_outputs(model, names, loader, device, nonzero: bool,
         for h in hooks:
             h.remove()
     return n_batches
+
+
+def _activation_outputs(model, names, loader, device, nonzero: bool,
+                        fn: Callable[[str, torch.Tensor], None]) -> int:
+    """Call ``fn(name, values)`` on each named layer's flattened outputs (only the
+    non-zero ones if ``nonzero``) for every batch; returns the number of batches."""
+    def flat(n, out):
+        v = out.reshape(-1)
+        fn(n, v[v != 0] if nonzero else v)
+    return _outputs(model, names, loader, device, flat)
 
 
 def calibrate_thresholds(model: nn.Module, loader, percentile: float | None = None,
