@@ -12,7 +12,7 @@ import torch
 from annsnn.datasets import DATASETS
 from annsnn.recipes import RECIPES, get_recipe
 
-CHECKPOINT_ARTIFACT = "checkpoint/last.ckpt"   # where bench.runner logs an ANN's checkpoint
+CHECKPOINT_ARTIFACT = "checkpoint/last.ckpt"   # where bench.run.runner logs an ANN's checkpoint
 
 
 class CheckpointError(ValueError):

@@ -261,7 +261,7 @@ def test_transfer_images_come_from_each_source_ann_for_every_method():
     from annsnn import convert
     from annsnn.attacks import fgsm
     from annsnn.recipes import get_recipe
-    from bench import robust_eval
+    from bench.robustness import evaluate as robust_eval
 
     cfg = presets.load("smoke", TINY + ["robustness.ann_attacks=[fgsm]", "robustness.eps=[8]"])
     anns = _anns()
