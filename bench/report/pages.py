@@ -11,7 +11,7 @@ from . import claims, seeds, tables
 from .. import robustness
 from .plots import write_plots
 from .records import ordered as _ordered
-from .summary import exactness_lines, paired_table, provenance, render, summary_table
+from .summary import exactness_lines, machine_words, paired_table, provenance, render, summary_table
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
@@ -93,7 +93,9 @@ def readme_block(run: "seeds.Run") -> str:
     if paired and n_seeds > 1:
         parts += ["Paired with the exact method on the same test images (McNemar, discordant images "
                   "pooled over the seeds), at fixed budgets of t steps:", "", paired, ""]
-    parts.append(f"{provenance(man)} Machine: {man.get('machine', {}).get('cpus', '?')} CPU(s). "
+    parts.append(f"{provenance(man)}"
+                 + ("" if "cpu_model" in (man.get("machine") or {}) else f" Machine: {machine_words(man)}.")
+                 + " "
                  f"Data: `results/{run.name}/`.")
     return "\n".join([BLOCK_START.format(name=run.name), ""] + parts + ["", BLOCK_END])
 

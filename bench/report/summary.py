@@ -3,6 +3,8 @@ paired tests, the methods' definitions and the provenance, all from the run's re
 """
 from __future__ import annotations
 
+from tracking.machine import class_line
+
 from .. import stats
 from . import tables
 from .records import claims_exactness, fmt as _fmt, ordered as _ordered
@@ -123,6 +125,12 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
             + provenance(man) + "\n")
 
 
+def machine_words(man: dict) -> str:
+    """The machine class the run was measured on (older manifests recorded only the CPU count)."""
+    m = man.get("machine") or {}
+    return class_line(m) if "cpu_model" in m else f"{m.get('cpus', '?')} CPU(s)"
+
+
 def provenance(man: dict) -> str:
     """Commit and wall time; when seed jobs came from different commits, each seed's."""
     commits = man.get("git_commits") or {}
@@ -132,6 +140,10 @@ def provenance(man: dict) -> str:
     else:
         head = f"Commit `{man['git_commit']}`"
     jobs = man.get("jobs") or 1
+    prec = man.get("precision") or {}
     return (f"{head}, wall time {man['wall_seconds']:.0f} s"
-            + (f" summed over {jobs} seed runs" if jobs > 1 else "") + ", versions in manifest.json.")
+            + (f" summed over {jobs} seed runs" if jobs > 1 else "")
+            + (f" on {machine_words(man)}" if "cpu_model" in (man.get("machine") or {}) else "")
+            + (f", training precision {prec['used']}" if prec.get("used") else "")
+            + ", versions in manifest.json.")
 
