@@ -12,6 +12,7 @@ Conventions (DESIGN section 3):
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -142,3 +143,19 @@ def bits_correct(packed: str, n: int):
 
     import numpy as np
     return np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8))[:n].astype(bool)
+
+
+def sha256_tensor(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's shape, dtype and bytes: equal hashes mean equal bits."""
+    t = t.detach().cpu().contiguous()
+    return hashlib.sha256(f"{tuple(t.shape)}:{t.dtype}".encode() + t.numpy().tobytes()).hexdigest()
+
+
+def sha256_state(module: nn.Module) -> str:
+    """SHA-256 over a module's parameters and buffers in name order (names, shapes, dtypes, bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
