@@ -1,9 +1,10 @@
-"""Costs at each method's operating point (DESIGN section 2, "Latency is reported honestly").
+"""Operating points and their costs (docs/method.md#operating-point).
 
 A method's operating point is the first t at which its SNN comes within 1.0 (and 0.5)
-points of its own source ANN; costs are read there, not at T_max, because that is where a
-user of the method would stop. Everything here is computed from the run's records
-(results.json), so ``python -m bench report`` re-renders it without new numbers.
+points of its own source ANN **on the validation split**; the test split only reports the
+accuracy and the costs there. Costs are read at the operating point, not at T_max, because
+that is where a user of the method would stop. Everything here is computed from the run's
+records (results.json), so ``python -m bench report`` re-renders it without new numbers.
 
 Binary sub-steps: a neuron that may send n > 1 spikes in one step needs n binary
 sub-steps (or a graded message) on spike-only hardware, so t steps cost t x the largest
@@ -20,15 +21,22 @@ from .stats import spread
 GAPS = (1.0, 0.5)   # points of accuracy below the source ANN that count as "reached"
 
 
-def operating_t(record: dict, gap_points: float) -> int | None:
-    """First t (1-based) with acc[t] >= ann_acc - gap, or None when T_max never gets there."""
-    ann = record.get("ann_acc")
-    if ann is None:
+def first_within(acc: list[float], ann_acc: float | None, gap_points: float) -> int | None:
+    """First t (1-based) with acc[t] >= ann_acc - gap, or None when the curve never gets there."""
+    if ann_acc is None or acc is None:
         return None
-    for t, a in enumerate(record["acc"], start=1):
-        if a >= ann - gap_points / 100.0:
+    for t, a in enumerate(acc, start=1):
+        if a >= ann_acc - gap_points / 100.0:
             return t
     return None
+
+
+def operating_t(record: dict, gap_points: float) -> int | None:
+    """The operating point, chosen on the validation split: the first t at which the SNN's
+    validation accuracy is within ``gap_points`` of its folded ANN's validation accuracy.
+    None when T_max never gets there, or for a record without a validation curve (runs from
+    before validation was simulated: no choice is read off the test split)."""
+    return first_within(record.get("val_acc"), record.get("val_ann_acc"), gap_points)
 
 
 def energy_static_input(record: dict, t: int) -> float:

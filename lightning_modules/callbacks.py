@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 from annsnn import convert, simulate, spiking_layers
-from annsnn.metrics import correct_bits
+from annsnn.metrics import correct_bits, sha256_tensor
 from annsnn.recipes import get_recipe
 from annsnn.simulate import SimResult
 
@@ -24,16 +24,45 @@ import tracking
 
 
 def paired_ts(T: int) -> list[int]:
-    """The steps at which per-image correctness is kept: powers of two up to T, and T."""
-    return sorted({2 ** k for k in range(T.bit_length()) if 2 ** k <= T} | {T})
+    """The steps at which per-image correctness is kept: every t (about 1.25 kB per 10,000
+    images per step), so any two settings can be compared at any budget, an operating point
+    such as t = 7 included."""
+    return list(range(1, T + 1))
+
+
+def thresholds(snn: torch.nn.Module, names: dict[str, str] | None = None) -> dict[str, float | list[float]]:
+    """Each spiking layer's threshold theta (a list where it is per channel): QCFS's learned
+    lambda / L, StepReLU's theta, a rate method's calibrated threshold."""
+    names = names or {}
+    out = {}
+    for name, m in spiking_layers(snn):
+        th = m.theta.detach().cpu()
+        out[names.get(name, name)] = float(th) if th.numel() == 1 else [float(v) for v in th.flatten()]
+    return out
+
+
+def head(loader, n: int | None):
+    """The first ``n`` images of ``loader`` (all when n is None), batch by batch."""
+    seen = 0
+    for batch in loader:
+        if n is not None and seen >= n:
+            return
+        x, y = batch[0], batch[1]
+        if n is not None and seen + len(y) > n:
+            x, y = x[: n - seen], y[: n - seen]
+        seen += len(y)
+        yield x, y
 
 
 def child_name(method: str, leak: float) -> str:
     return f"{method}-leak{leak:g}"
 
 
-def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: float | None) -> dict:
-    """Plain-JSON summary of one simulation (what tables and plots need)."""
+def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: float | None,
+                  val: SimResult | None = None, theta: dict | None = None) -> dict:
+    """Plain-JSON summary of one simulation (what tables and plots need). ``val``: the same
+    SNN on the validation split, where each method's operating point is chosen (the test
+    split only reports it)."""
     T = res.T_max
     return {
         "method": method, "leak": leak, "T_max": T, "n_images": res.n_images,
@@ -47,6 +76,13 @@ def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: fl
         "correct_at": {str(t): correct_bits(res.predictions[:, t - 1], res.labels) for t in paired_ts(T)},
         "energy_ratio": [res.energy_ratio(t) for t in range(1, T + 1)],
         "ops_ratio": [res.sops_ratio(t) for t in range(1, T + 1)],
+        # the validation split: operating points are chosen here
+        "val_acc": val.acc if val is not None else None,
+        "val_ann_acc": val.ann_acc if val is not None else None,
+        "val_n_images": val.n_images if val is not None else None,
+        "thresholds": theta,
+        # SHA-256 of the per-image predictions [n, T]: two machines that agree bit for bit agree here
+        "predictions_sha256": sha256_tensor(res.predictions),
     }
 
 
@@ -126,7 +162,8 @@ def accuracy(model: torch.nn.Module, loader) -> float:
 
 
 class SNNEvaluation(L.Callback):
-    """Convert and simulate at the end of ``fit`` (test split), optionally every k epochs (validation split).
+    """Convert and simulate at the end of ``fit`` on the test split and on the validation split
+    (where operating points are chosen), optionally every k epochs (validation split).
 
     ``done``: (method, leak) pairs already evaluated in an earlier, interrupted run.
     ``on_result(record, run_id)``: called after each nested run is complete.
@@ -135,13 +172,14 @@ class SNNEvaluation(L.Callback):
     def __init__(self, methods, T_max: int, leaks=(1.0,),
                  eval_every_k_epochs: int = 0, params: dict | None = None,
                  done: set | None = None, on_result: Callable[[dict, str], None] | None = None,
-                 progress: bool = True):
+                 progress: bool = True, val_subset: int | None = None):
         for m in methods:
             get_recipe(m)  # unknown name: ValueError listing the valid ones
         self.methods, self.T_max, self.leaks = list(methods), int(T_max), [float(x) for x in leaks]
         self.k = int(eval_every_k_epochs)
         self.params, self.done, self.on_result = params or {}, set(done or ()), on_result
         self.progress = progress
+        self.val_subset = val_subset
         self.records: list[dict] = []
 
     @staticmethod
@@ -180,7 +218,9 @@ class SNNEvaluation(L.Callback):
             multi = any(m.max_spikes > 1 for _, m in spiking_layers(snn))
             res = simulate(snn, dm.test_dataloader(), self.T_max, ann=ann, progress=self.progress,
                            desc=f"SNN {child_name(method, leak)}", spike_hist=multi)
-            record = result_record(method, leak, res, ann_unfolded)
+            val = simulate(snn, head(dm.val_dataloader(), self.val_subset), self.T_max, ann=ann,
+                           progress=self.progress, desc=f"SNN {child_name(method, leak)} (validation)")
+            record = result_record(method, leak, res, ann_unfolded, val, thresholds(snn, layer_names(snn)))
             run_id = (log_result(client, parent_run_id, record, self.params, layer_names(snn))
                       if client else None)
             self.records.append(record)

@@ -17,6 +17,9 @@ def _record(method="qcfs", acc=(0.50, 0.88, 0.897, 0.91), ann=0.90, exact=False,
          "ops_ratio": [0.1 * t for t in range(1, T + 1)],
          "energy_ratio": [0.2 * t for t in range(1, T + 1)], "max_n_per_layer": {"a": 3, "b": 1}}
     r.update(kw)
+    # the operating point is chosen on validation: here a validation curve like the test one
+    r.setdefault("val_acc", list(r["acc"]))
+    r.setdefault("val_ann_acc", r["ann_acc"])
     return r
 
 
@@ -51,3 +54,16 @@ def test_identical_column_only_for_methods_that_claim_exactness():
     assert rows["steprelu"].rstrip(" |").endswith("40/100")
     assert [line for line in summary.exactness_lines([_record(), _record("steprelu", exact=True)])] \
         == ["- steprelu (seed 0, leak 1): identical predictions: 40/100 at t = 1"]
+
+
+def test_operating_point_is_chosen_on_validation_not_test():
+    """Changing only the test labels (so the test curve) must not move the operating point;
+    changing the validation curve does."""
+    from bench import costs
+    rec = {"acc": [0.10, 0.50, 0.89, 0.90], "ann_acc": 0.90,
+           "val_acc": [0.10, 0.40, 0.80, 0.895], "val_ann_acc": 0.90, "T_max": 4}
+    assert costs.operating_t(rec, 1.0) == 4
+    relabelled = dict(rec, acc=[0.95, 0.95, 0.95, 0.95], ann_acc=0.10)    # test split only
+    assert costs.operating_t(relabelled, 1.0) == 4
+    assert costs.operating_t(dict(rec, val_acc=[0.9, 0.9, 0.9, 0.9]), 1.0) == 1
+    assert costs.operating_t({"acc": rec["acc"], "ann_acc": 0.9, "T_max": 4}, 1.0) is None   # no validation curve

@@ -21,7 +21,7 @@ from annsnn.noise import make_perturbation
 from annsnn.progress import progress_bar
 from annsnn.recipes import get_recipe
 
-from ..costs import operating_t
+from ..costs import first_within, operating_t
 from .rows import FIELDS  # noqa: F401 (the columns every row has)
 
 AUTHORS = "salt_pepper_authors"   # the authors' AddNoise(s, p): static, on a fraction p of images
@@ -43,24 +43,25 @@ def points(rc: dict, op: int) -> dict[str, int]:
     return out
 
 
-def choose_op(record: dict | None, rc: dict, clean_sim=None) -> tuple[int, str]:
-    """(operating t, how it was found). From the seed's record (bench.costs.operating_t);
-    if its T_max does not reach it, from ``clean_sim(T) -> (acc list, ann_acc)``, a clean
-    simulation up to rc["T_max"] on the stage's images; else rc["T_max"]."""
+def choose_op(record: dict | None, rc: dict, val_sim=None) -> tuple[int, str]:
+    """(operating t, how it was found), always on the validation split: from the seed's
+    record (bench.costs.operating_t, its validation curve); if its T_max does not reach it,
+    from ``val_sim(T) -> (acc list, ann_acc)``, a simulation of the validation images up to
+    rc["T_max"]; else rc["T_max"]. The test images this stage measures on never choose it."""
     gap = float(rc["op_gap"])
     if record is not None:
         t = operating_t(record, gap)
         if t is not None:
-            return t, f"records: within {gap:g} pt at t = {t}"
-        if rc["T_max"] <= record["T_max"] or clean_sim is None:
-            return int(rc["T_max"]), f"not reached by T = {record['T_max']}: T_max"
-    if clean_sim is None:
+            return t, f"validation records: within {gap:g} pt at t = {t}"
+        if rc["T_max"] <= record["T_max"] or val_sim is None:
+            return int(rc["T_max"]), f"not reached on validation by T = {record['T_max']}: T_max"
+    if val_sim is None:
         return int(rc["T_max"]), "no record: T_max"
-    acc, ann_acc = clean_sim(int(rc["T_max"]))
-    t = operating_t({"acc": acc, "ann_acc": ann_acc}, gap)
+    acc, ann_acc = val_sim(int(rc["T_max"]))
+    t = first_within(acc, ann_acc, gap)
     if t is not None:
-        return t, f"stage simulation: within {gap:g} pt at t = {t}"
-    return int(rc["T_max"]), f"not reached by T = {rc['T_max']}: T_max"
+        return t, f"validation simulation: within {gap:g} pt at t = {t}"
+    return int(rc["T_max"]), f"not reached on validation by T = {rc['T_max']}: T_max"
 
 
 def _correct_at(res, t: int):
@@ -86,6 +87,8 @@ class _Stage:
         wanted = self.rc["methods"] or cfg["methods"]
         self.methods = [m for m in cfg["methods"] if m in wanted and get_recipe(m).activation in anns]
         self.snns, self.pts = {}, {}
+        self.val_loader = dm.val_dataloader() if hasattr(dm, "val_dataloader") else None
+        self._val = None
 
     def head(self, key):
         n = min(int(self.rc[key]), len(self.y))
@@ -118,22 +121,29 @@ class _Stage:
         return max(self.pts[method].values())
 
     # -- parts ---------------------------------------------------------------------------
+    def val_images(self):
+        """The validation images where a missing operating point is looked for (the head the
+        preset's ``val_subset`` names, as the SNN callback uses)."""
+        if self._val is None:
+            self._val = _tensors(self.val_loader)
+            n = self.cfg.get("val_subset")
+            if n:
+                self._val = (self._val[0][:n], self._val[1][:n])
+        return self._val
+
     def clean_and_points(self):
         x, y = self.head("noise_images")
         for m in self.methods:
             ann = self.anns[get_recipe(m).activation]
             snn = self.snns[m] = convert(ann, m, self.calib)
-            cache = {}
 
-            def clean_sim(T, snn=snn, ann=ann):
-                cache["res"] = self.sim(snn, x, y, T, ann=ann)
-                return cache["res"].acc, cache["res"].ann_acc
+            def val_sim(T, snn=snn, ann=ann):
+                res = self.sim(snn, *self.val_images(), T, ann=ann)
+                return res.acc, res.ann_acc
 
-            op, note = choose_op(self.records.get(m), self.rc, clean_sim)
+            op, note = choose_op(self.records.get(m), self.rc, val_sim if self.val_loader is not None else None)
             self.pts[m] = points(self.rc, op)
-            res = cache.get("res")
-            if res is None or res.T_max < self.T_need(m):
-                res = self.sim(snn, x, y, self.T_need(m))
+            res = self.sim(snn, x, y, self.T_need(m))
             self.add_sim(res, m, family="clean", attack="clean", note=note)
 
     def noise(self):
@@ -202,19 +212,27 @@ class _Stage:
             bar.update()
 
     def leak(self, bar):
+        """The leak where it can act (never at t = 1): clean and under the authors' noise, each
+        leak and mode against leak 1 on the same images and noise draws, at every T of
+        ``leak_T`` (one simulation to the largest gives them all)."""
         x, y = self.head("leak_images")
-        rc, lk = self.rc, self.rc["leak_noise"]
-        for m in self.methods:
+        rc = self.rc
+        pts = {f"T_{t}": int(t) for t in rc["leak_T"]}
+        T = max(pts.values())
+        wanted = rc["leak_methods"] or self.methods
+        authors = make_perturbation("salt_pepper", rc["authors_s"], False, p_image=rc["authors_p"])
+        conditions = [("clean", None, 0.0, ""),
+                      (AUTHORS, authors, float(rc["authors_s"]), f"AddNoise({rc['authors_s']:g}, {rc['authors_p']:g})")]
+        for m in [m for m in self.methods if m in wanted]:
             ann = self.anns[get_recipe(m).activation]
             variants = [(1.0, "-")] + [(float(lv), mode) for mode in rc["leak_modes"]
                                        for lv in rc["leaks"] if float(lv) != 1.0]
             for leak, mode in variants:
                 snn = self.snns[m] if leak == 1.0 else convert(ann, m, self.calib, leak, leak_mode=mode)
-                for dyn in lk["dynamic"]:
-                    p = make_perturbation(lk["kind"], lk["level"], dyn)
-                    res = self.sim(snn, x, y, self.T_need(m), p)
-                    self.add_sim(res, m, family="leak", attack=lk["kind"], mode="dynamic" if dyn else "static",
-                                 level=float(lk["level"]), leak=leak, leak_mode=mode)
+                for attack, perturb, level, note in conditions:
+                    res = self.sim(snn, x, y, T, perturb)
+                    self.add_sim(res, m, pts, family="leak", attack=attack, mode="static", level=level,
+                                 leak=leak, leak_mode=mode, note=note)
             bar.update()
 
     def sanity(self):
