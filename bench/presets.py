@@ -56,18 +56,10 @@ class Trainer:
     devices: Any = 1                # an int, "auto" or a list of device ids, as Lightning takes it
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str = "auto"         # bf16-mixed where the hardware computes bf16, else fp32 (run/precision.py)
     threads: int = 0                # torch.set_num_threads; 0 = leave torch's default
     limit_train_batches: Number = 1.0   # Lightning's: a fraction of the epoch, or a batch count
     limit_val_batches: Number = 1.0     # (the dry run sets both to 2 batches)
-
-
-@dataclass
-class LeakNoise:
-    """The noise of the leak study (issue 13): one setting, static and/or dynamic."""
-    kind: str = "salt_pepper"
-    level: float = 0.9
-    dynamic: List[bool] = field(default_factory=lambda: [False, True])
 
 
 @dataclass
@@ -101,9 +93,21 @@ class Robustness:
     dynamic: List[bool] = field(default_factory=lambda: [False, True])
     authors_s: float = 0.95          # the authors' AddNoise(s, p), static, always reported
     authors_p: float = 0.5
+    # the leak where it can act (never at t = 1): clean and under the authors' noise, each
+    # leak and mode paired against leak 1, at every T of leak_T, for leak_methods ([] = all)
     leaks: List[float] = field(default_factory=lambda: [1.0, 0.99, 0.98, 0.95, 0.9, 0.8])
     leak_modes: List[str] = field(default_factory=lambda: ["exp", "linear"])
-    leak_noise: LeakNoise = field(default_factory=LeakNoise)
+    leak_T: List[int] = field(default_factory=lambda: [2, 4, 8, 16, 32])
+    leak_methods: List[str] = field(default_factory=lambda: ["steprelu"])
+
+
+@dataclass
+class Selection:
+    """Per-activation candidate settings chosen on validation (``python -m bench select``):
+    ``candidates: {qcfs: [{label: ..., L: 4}, ...]}``, the paper's setting first."""
+    seed: int = 100                 # a seed of its own: its networks are never evaluated on test
+    rule: str = "ann_val"           # ann_val | snn_val_op (bench/run/select.py)
+    candidates: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +129,9 @@ class Preset:
     num_workers: int = 0
     calib_size: int = 1000
     test_subset: Optional[int] = None   # evaluate on a fixed subset of the test split (None = all)
+    val_subset: Optional[int] = None    # simulate on the head of the validation split (None = all):
+    #                                     where every operating point is chosen
+    deterministic: bool = False         # --deterministic: capped ISA, fixed threads, hashes comparable
     activations: Dict[str, Dict[str, Any]] = field(
         default_factory=lambda: {a: dict(ACTIVATION_DEFAULTS.get(a, {})) for a in ACTIVATIONS})
     train: Train = field(default_factory=Train)
@@ -133,6 +140,7 @@ class Preset:
     summary_t: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     budget_minutes: Optional[Number] = None   # printed against the wall time at the end
     robustness: Robustness = field(default_factory=Robustness)
+    selection: Selection = field(default_factory=Selection)
 
 
 class PresetError(ValueError):
@@ -148,6 +156,7 @@ def defaults() -> DictConfig:
     cfg = OmegaConf.structured(Preset)
     OmegaConf.set_struct(cfg, True)
     OmegaConf.set_struct(cfg.arch_kwargs, False)
+    OmegaConf.set_struct(cfg.selection.candidates, False)
     for knobs in cfg.activations.values():
         OmegaConf.set_struct(knobs, False)
     return cfg
@@ -258,6 +267,21 @@ def _knob_types_ok(act: str, knobs: dict) -> None:
             raise PresetError(f"bad value for 'activations.{act}.{key}': {value!r} is not {want}")
 
 
+def _selection_ok(cfg: dict) -> None:
+    sel = cfg["selection"]
+    _one_of(sel["rule"], ["ann_val", "snn_val_op"], "selection.rule")
+    for act, cands in sel["candidates"].items():
+        _one_of(act, list(ACTIVATIONS), "selection activation")
+        if not isinstance(cands, list) or not cands:
+            raise PresetError(f"selection.candidates.{act} needs a list of settings, got {cands!r}")
+        valid = activation_params(act)
+        for c in cands:
+            unknown = sorted(set(c) - set(valid) - {"label"})
+            if unknown:
+                raise PresetError(f"unknown knob 'selection.candidates.{act}.{unknown[0]}'; valid: {', '.join(valid)}")
+            _knob_types_ok(act, {k: v for k, v in c.items() if k != "label"})
+
+
 def validate(cfg: dict) -> dict:
     _one_of(cfg["dataset"], list(DATASETS), "dataset")
     _one_of(cfg["arch"], models.ARCHITECTURES, "architecture")
@@ -281,6 +305,7 @@ def validate(cfg: dict) -> dict:
             raise PresetError(f"leak must lie in (0, 1], got {lk!r}")
     if not 0 < float(cfg["val_fraction"]) < 1:
         raise PresetError(f"val_fraction must lie in (0, 1), got {cfg['val_fraction']!r}")
+    _selection_ok(cfg)
     cfg["summary_t"] = [t for t in cfg["summary_t"] if t <= cfg["T_max"]]
     if not cfg["summary_t"]:
         raise PresetError(f"summary_t has no t <= T_max = {cfg['T_max']}")

@@ -23,7 +23,7 @@ from conftest import run_if
 needs_fashion = run_if(fashion_mnist=True)
 
 TINY = ["train.epochs=1", "val_fraction=0.9", "test_subset=300", "calib_size=200", "T_max=4",
-        "summary_t=[1,2,4]", "arch_kwargs={width: 8}", "trainer.threads=2", "robustness.enabled=false"]
+        "summary_t=[1,2,4]", "arch_kwargs={width: 8}", "trainer.threads=2", "robustness.enabled=false", "deterministic=false"]
 TINY_ROBUSTNESS = ["robustness.enabled=true", "robustness.test_subset=40",
                    "robustness.noise_images=40", "robustness.transfer_images=20",
                    "robustness.snn_attack_images=8", "robustness.leak_images=40",

@@ -26,7 +26,7 @@ TINY = ["robustness.enabled=true", "robustness.test_subset=24", "robustness.nois
         "robustness.leaks=[1.0, 0.9]", "robustness.leak_modes=[exp, linear]",
         "robustness.sources=[relu, qcfs, steprelu]", "robustness.ann_attacks=[fgsm, pgd]",
         "robustness.snn_points=[T_1, T_4, T_op]", "robustness.snn_pgd_T_max=2", "robustness.methods=[]",
-        "robustness.leak_noise.dynamic=[false, true]",
+        "robustness.leak_T=[2, 4]", "robustness.leak_methods=[]", "deterministic=false",
         f"methods=[{', '.join(METHODS)}]", "eval_batch_size=8", "T_max=4"]
 
 
