@@ -1,6 +1,8 @@
 """Benchmark CLI.
 
     python -m bench run --preset smoke [--set key=value ...] [--resume] [--tracking-uri URI]
+                        [--deterministic] [--strict] [--publish]
+    python -m bench select --preset cpu-cifar10 [--publish]   (per-method settings chosen on validation)
     python -m bench run --preset paper-cifar10-vgg16 --dry-run --data-dir DIR   (a few batches, CPU)
     python -m bench report --preset smoke [--migrate]   (aggregate finished seeds, no training)
     python -m bench report --all                        (every preset + results/README.md)
@@ -27,7 +29,16 @@ def main(argv=None) -> int:
                    help="continue an interrupted run from its last checkpoint, into the same MLflow runs")
     r.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///store/mlflow.db)")
     r.add_argument("--data-dir", default=None, help="folder holding the dataset (see README, Data)")
-    r.add_argument("--out", default=None, help="output folder (default results/<preset>)")
+    r.add_argument("--out", default=None,
+                   help="output folder (default runs/<preset>/results/; results/<preset>/ with --publish)")
+    r.add_argument("--publish", action="store_true",
+                   help="maintainers: write the committed reference results/<preset>/ instead of your "
+                        "own runs/<preset>/results/ (no reproduction check then)")
+    r.add_argument("--strict", action="store_true",
+                   help="exit 1 when the run does not reproduce the committed reference (for a lab's CI)")
+    r.add_argument("--deterministic", action="store_true",
+                   help="pin kernels (oneDNN/MKL/ATen capped at AVX2), threads and algorithms, so runs "
+                        "on other CPUs can be bit-identical (= --set deterministic=true)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--wait", action="store_true",
                    help="if another run holds this preset and seed, wait for it instead of stopping "
@@ -38,6 +49,13 @@ def main(argv=None) -> int:
     r.add_argument("--dry-run", action="store_true",
                    help="2 training batches, then every method at T = 2 on 2 batches, on CPU "
                         "(bench/dry_run.py: --set overrides applied before yours)")
+    sel = sub.add_parser("select", help="train each activation's candidate settings on a selection seed "
+                                        "and choose by validation (the preset's selection block)")
+    sel.add_argument("--preset", required=True)
+    sel.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    sel.add_argument("--out", default=None)
+    sel.add_argument("--publish", action="store_true", help="write results/<preset>/selection.*")
+    sel.add_argument("--no-progress", action="store_true")
     sub.add_parser("list", help="list presets")
     rp = sub.add_parser("report", help="aggregate the finished seeds of results/<preset>/ and render "
                                        "its tables and plots (no training)")
@@ -61,9 +79,26 @@ def main(argv=None) -> int:
     if args.cmd == "speed":
         from .perf import speed
         return speed.main(quick=args.quick)
+    if args.cmd == "select":
+        try:
+            cfg = presets.load(args.preset, args.sets)
+        except presets.PresetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if cfg["deterministic"]:
+            code = _deterministic_env(cfg, argv)
+            if code is not None:
+                return code
+        from pathlib import Path
+
+        from .run import select
+        select.run(cfg, Path(args.out) if args.out else None, progress=not args.no_progress, publish=args.publish)
+        return 0
     try:
         # JSON-quoted: a folder named like a YAML value (null, yes, 0x10) stays that folder
         sets = list(args.sets) + ([f"data_dir={json.dumps(args.data_dir)}"] if args.data_dir else [])
+        if args.deterministic:
+            sets.append("deterministic=true")
         if args.seeds is not None:
             sets.append(f"seeds=[{args.seeds}]")
         if args.dry_run:
@@ -74,25 +109,48 @@ def main(argv=None) -> int:
     except (presets.PresetError, DataUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if cfg["deterministic"]:
+        code = _deterministic_env(cfg, argv)
+        if code is not None:
+            return code
     from pathlib import Path
 
     from annsnn.simulate import NonFiniteError
 
     import tracking
 
-    from .run import runner
+    from .run import deterministic, runner
     try:
         runner.run(cfg, resume=args.resume, tracking_uri=args.tracking_uri,
                    out_dir=Path(args.out) if args.out else None, progress=not args.no_progress,
-                   wait=True if args.wait else None)
+                   wait=True if args.wait else None, publish=args.publish, strict=args.strict)
     except DataUnavailableError as exc:   # missing data: what to do, not where it was noticed
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2
     except (NonFiniteError,               # bad data: the batch and image, not a traceback
-            tracking.StoreError) as exc:  # a tracking store that cannot be repaired: one line
+            tracking.StoreError,          # a tracking store that cannot be repaired: one line
+            deterministic.NotPinned) as exc:  # --deterministic in a process that loaded torch first
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _deterministic_env(cfg: dict, argv) -> int | None:
+    """--deterministic caps the kernels through environment variables that the libraries read
+    when torch loads: torch is loaded by now, so start this command again in a fresh
+    interpreter with them set (once; None when they already are)."""
+    import os
+
+    from .run import deterministic
+    threads = int(cfg["trainer"]["threads"] or os.cpu_count() or 1)
+    if deterministic.env_is_set(threads) or not _AS_SCRIPT:
+        return None   # in-process callers: the runner refuses if the caps are missing
+    env = {**os.environ, **deterministic.wanted_env(threads)}
+    print(f"[bench] deterministic mode: restarting with {deterministic.wanted_env(threads)}", flush=True)
+    os.execve(sys.executable, [sys.executable, "-m", "bench", *(sys.argv[1:] if argv is None else argv)], env)
+
+
+_AS_SCRIPT = False
 
 
 def report_command(args) -> int:
@@ -132,4 +190,5 @@ def list_presets() -> int:
 
 
 if __name__ == "__main__":
+    _AS_SCRIPT = True
     sys.exit(main())

@@ -199,6 +199,15 @@ def caveats(run: Run) -> list[str]:
     return out
 
 
+def verdicts(run: Run) -> dict[str, str]:
+    """Each claim's verdict from one run alone (what a user's reproduction recomputes)."""
+    rob = robustness_claims(run)
+    return {"1. exact conversion at one step": exactness(run).verdict,
+            "2. accuracy at low latency": latency(run).verdict,
+            "3. robustness to noise": rob["noise"].verdict,
+            "4. the effect of leak": rob["leak"].verdict}
+
+
 def render(runs: list[Run]) -> str:
     """The whole results/README.md."""
     ex = {r.name: exactness(r) for r in runs}

@@ -22,7 +22,7 @@ SEEDS_DIR = "seeds"
 # Preset keys seed jobs may differ in: which seeds, and the words and wall-time budget around
 # the experiment, none of which changes a computed number (a budget revised between seed jobs
 # must not orphan the seeds already run).
-IGNORED_KEYS = ("seeds", "description", "why", "budget_minutes")
+IGNORED_KEYS = ("seeds", "description", "why", "budget_minutes", "selection")
 
 
 class LayoutError(ValueError):
@@ -112,6 +112,7 @@ def merged_manifest(manifests: dict[int, dict]) -> dict:
         "jobs": len(jobs),
         "date_utc": max(m.get("date_utc", "") for m in manifests.values()),
         "machine": first.get("machine"),
+        "precision": first.get("precision"),
         "tracking_uri": first.get("tracking_uri"),
         "mlflow_parent_runs": dict(sorted(runs.items())),
         "seed_manifests": {str(k): manifests[k] for k in seeds},

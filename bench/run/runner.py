@@ -36,6 +36,10 @@ from .. import presets, report, robustness
 from .layout import (RUNS_ENV_VAR, checkpoint_path, seed_dir, seed_results_dir,  # noqa: F401 (re-exported)
                      work_dir)
 from .resume import OnceMLFlowLogger, Preemption, RandomState, epoch_checkpoint, signal_hooks
+from annsnn.metrics import sha256_state
+from tracking.machine import class_line, machine_class
+
+from . import deterministic, precision
 from .manifest import manifest
 from .state import RunLock, State
 
@@ -97,22 +101,38 @@ def _experiment(uri: str, name: str) -> None:
         tracking.get_or_create_experiment(MlflowClient(uri), name)
 
 
+def default_out(name: str, publish: bool = False, runs_dir: Path | None = None) -> Path:
+    """Where a run's results go: the user's own runs/<preset>/results/ (ignored by git), or,
+    only when publishing, the committed reference results/<preset>/ that every run is
+    checked against."""
+    return PROJECT_ROOT / "results" / name if publish else work_dir(name, runs_dir) / "results"
+
+
 def run(cfg: dict, resume: bool = False, tracking_uri: str | None = None,
         out_dir: Path | None = None, progress: bool = True, runs_dir: Path | None = None,
-        wait: bool | None = None) -> dict:
+        wait: bool | None = None, publish: bool = False, strict: bool = False) -> dict:
     """Every seed of ``cfg`` in turn; returns this job's records, its wall time (all
-    segments of its seeds) and the results folder. ``wait``: wait for a seed that another
-    job holds (default: $ANNSNN_LOCK_WAIT), else fail naming the holder."""
+    segments of its seeds), the results folder and whether it reproduced the reference.
+    ``wait``: wait for a seed that another job holds (default: $ANNSNN_LOCK_WAIT), else fail
+    naming the holder. ``publish``: write the committed reference results/<preset>/ (the
+    maintainers' step) instead of runs/<preset>/results/. ``strict``: a run that does not
+    reproduce the reference ends with SystemExit(1)."""
     t0 = time.time()
     uri = tracking.tracking_uri(tracking_uri)
-    out = Path(out_dir or PROJECT_ROOT / "results" / cfg["name"])
+    out = Path(out_dir or default_out(cfg["name"], publish, runs_dir))
     wait = bool(os.environ.get(LOCK_WAIT_ENV)) if wait is None else wait
     threads = cfg["trainer"]["threads"]
-    if threads:
+    if cfg.get("deterministic"):
+        deterministic.apply(int(threads or torch.get_num_threads()))
+    elif threads:
         torch.set_num_threads(int(threads))
+    prec = precision.resolve(cfg["trainer"]["precision"], cfg["trainer"]["accelerator"])
+    machine = machine_class()
     _experiment(uri, cfg["name"])
     print(f"[bench] preset {cfg['name']}: {cfg['dataset']} / {cfg['arch']}, methods "
           f"{', '.join(cfg['methods'])}, seeds {cfg['seeds']}, T_max {cfg['T_max']}; tracking {uri}")
+    print(f"[bench] machine: {class_line(machine)}; training precision {prec[0]} ({prec[1]})"
+          + ("; deterministic mode" if cfg.get("deterministic") else ""))
     records, earlier, summary, error = [], 0.0, None, None
     for i, seed in enumerate(cfg["seeds"]):
         folder = seed_dir(cfg["name"], seed, runs_dir)
@@ -120,6 +140,7 @@ def run(cfg: dict, resume: bool = False, tracking_uri: str | None = None,
                 if _is_rank_zero() else nullcontext())
         with lock:
             state = State(folder, cfg, seed, resume, writer=_is_rank_zero(), t0=None if i else t0)
+            state.data["precision"] = {"used": prec[0], "why": prec[1], "asked": cfg["trainer"]["precision"]}
             earlier += state.base   # the seed's segments before this job
             mine = _run_seed(cfg, state, seed, uri, folder, resume, progress, out)
         if _is_rank_zero():
@@ -133,11 +154,37 @@ def run(cfg: dict, resume: bool = False, tracking_uri: str | None = None,
     budget = cfg.get("budget_minutes")
     print(f"[bench] wall time {wall:.0f} s ({wall / 60:.1f} min), all segments of seeds {cfg['seeds']} "
           f"(this segment {this:.0f} s)"
-          + (f", budget {budget} min: {'OK' if wall <= budget * 60 else 'OVER'}" if budget else ""))
+          + (f", budget {budget} min on {class_line(machine)}: {'OK' if wall <= budget * 60 else 'OVER'}"
+             if budget else ""))
     if error:
         raise SystemExit(error)
-    print(f"[bench] results in {out}; compare runs with ./reproduce.sh ui")
-    return {"records": records, "wall": wall, "out": out}
+    reproduced = None
+    if not publish:
+        reproduced = _reproduction(cfg, out)
+    print(f"[bench] results in {out}" + ("" if publish else " (the committed reference in results/ is "
+                                          "untouched)") + "; compare runs with ./reproduce.sh ui")
+    if strict and reproduced is False:
+        raise SystemExit(1)
+    return {"records": records, "wall": wall, "out": out, "reproduced": reproduced}
+
+
+def _reproduction(cfg: dict, out: Path) -> bool | None:
+    """The check against the committed reference (bench.report.reproduction), printed and
+    written to reproduction.md beside the results; None when there is nothing to check against."""
+    from ..report import reproduction, seeds as seeds_io
+    committed_dir = PROJECT_ROOT / "results" / cfg["name"]
+    if Path(out).resolve() == committed_dir.resolve():
+        return None
+    committed = seeds_io.load(committed_dir) if seeds_io.is_run(committed_dir) else None
+    try:
+        text, ok, printed = reproduction.check(seeds_io.load(out), committed, PROJECT_ROOT / "results")
+    except seeds_io.LayoutError as exc:
+        print(f"[bench] reproduction check skipped: {exc}")
+        return None
+    (Path(out) / "reproduction.md").write_text(text)
+    print(printed)
+    print(f"[bench] reproduction check written to {Path(out) / 'reproduction.md'}")
+    return ok if committed is not None else None
 
 
 def _run_seed(cfg: dict, state: State, seed: int, uri: str, folder: Path, resume: bool,
@@ -170,7 +217,9 @@ def _write_seed(cfg: dict, seed: int, records: list[dict], rows: list[dict] | No
     if rows is not None:
         robustness.write_csv(rows, tmp / "robustness.csv")
     run_ids = {k: g.get("run_id") for k, g in state.data["groups"].items()}
-    man = manifest(cfg, state.elapsed, uri, run_ids, out)
+    runtime = {"precision": state.data.get("precision"),
+               "weight_sha256": {k.split("/")[1]: g.get("weight_sha256", []) for k, g in state.data["groups"].items()}}
+    man = manifest(cfg, state.elapsed, uri, run_ids, out, runtime)
     (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
     old = dst.with_name(f".{dst.name}.old{os.getpid()}")
     if dst.exists():
@@ -223,7 +272,8 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
     evaluator = SNNEvaluation(methods, cfg["T_max"], cfg["leaks"],
                               cfg["eval_every_k_epochs"],
                               params=tracking.run_params(cfg, seed, act),
-                              done=done, on_result=on_result, progress=progress)
+                              done=done, on_result=on_result, progress=progress,
+                              val_subset=cfg["val_subset"])
 
     def mark_trained():
         st["trained"] = True
@@ -231,13 +281,17 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
 
     def epoch_done(trainer):  # after the epoch's checkpoint: the wall time so far, epochs trained
         st["epochs"] = trainer.current_epoch + 1
+        hashes = st.setdefault("weight_sha256", [])   # bit-identical runs have equal hashes
+        del hashes[trainer.current_epoch:]
+        hashes.append(sha256_state(trainer.lightning_module.model))
         state.save()
 
     preemption = Preemption(last, on_epoch=epoch_done)
     tc = cfg["trainer"]
     trainer = L.Trainer(max_epochs=cfg["train"]["epochs"], accelerator=tc["accelerator"],
                         devices=tc["devices"], num_nodes=tc["num_nodes"], strategy=_strategy(tc["strategy"]),
-                        precision=tc["precision"], logger=logger,
+                        precision=state.data["precision"]["used"], logger=logger,
+                        deterministic=bool(cfg.get("deterministic")),
                         limit_train_batches=tc["limit_train_batches"],
                         limit_val_batches=tc["limit_val_batches"],
                         callbacks=[epoch_checkpoint(last), RandomState(), preemption,
