@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         if args.deterministic:
             sets.append("deterministic=true")
         if args.seeds is not None:
-            sets.append(f"seeds=[{args.seeds}]")
+            sets.append(f"seeds=[{parse_seeds(args.seeds)}]")
         if args.dry_run:
             from .run.dry_run import overrides
             sets = overrides(presets.load(args.preset, sets)) + sets
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
     import tracking
 
-    from .run import deterministic, runner
+    from .run import deterministic, preflight, runner
     try:
         runner.run(cfg, resume=args.resume, tracking_uri=args.tracking_uri,
                    out_dir=Path(args.out) if args.out else None, progress=not args.no_progress,
@@ -128,10 +128,15 @@ def main(argv=None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2
     except (NonFiniteError,               # bad data: the batch and image, not a traceback
+            runner.BadCalibration,        # the same, found before training
+            preflight.PreflightError,     # a bad input found before any work: one line
             tracking.StoreError,          # a tracking store that cannot be repaired: one line
             deterministic.NotPinned) as exc:  # --deterministic in a process that loaded torch first
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:             # Ctrl-C: nothing half-written is left (state and store are atomic)
+        print("interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -176,12 +181,22 @@ def report_command(args) -> int:
     return 0
 
 
+def parse_seeds(text: str) -> str:
+    """``--seeds 0,1,2`` as a YAML list body; anything else is one line naming the flag."""
+    from .presets import PresetError
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise PresetError(f"--seeds expects non-negative integers separated by commas, like 0,1,2; got {text!r}")
+    return ", ".join(parts)
+
+
 def list_presets() -> int:
-    """One line per preset: name, dataset, architecture, description (or why it does not load)."""
+    """One line per preset: name, dataset, architecture, description (or why it does not load).
+    Light checks only (no torch): a run checks methods and architecture before any work."""
     from . import presets
     for name in presets.available():
         try:
-            cfg = presets.load(name)
+            cfg = presets.load(name, light=True)
         except presets.PresetError as exc:
             print(f"{name:28s} (does not load: {exc})")
             continue

@@ -6,6 +6,11 @@ at any depth, with the valid keys of its level instead of silently running a def
 Two blocks are free-form because their keys belong to a constructor: an activation's
 knobs (checked against the activation class's signature) and ``arch_kwargs`` (checked
 by building the model on the meta device). ``load`` returns a plain dict.
+
+Every range is checked here, before a run does any work, with one line naming the knob and
+its valid range. The checks that need the method's registries (methods, architectures,
+activation knobs) import torch; ``load(..., light=True)`` skips them, so ``list`` and most
+argument errors answer without loading torch.
 """
 from __future__ import annotations
 
@@ -14,15 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from annsnn import models
-from annsnn.activations import ACTIVATIONS
 from annsnn.datasets import DATASETS
-from annsnn.recipes import RECIPES, get_recipe
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 Number = Union[int, float]  # keeps a preset's 8 an 8 (the manifest records the preset as written)
@@ -133,7 +134,7 @@ class Preset:
     #                                     where every operating point is chosen
     deterministic: bool = False         # --deterministic: capped ISA, fixed threads, hashes comparable
     activations: Dict[str, Dict[str, Any]] = field(
-        default_factory=lambda: {a: dict(ACTIVATION_DEFAULTS.get(a, {})) for a in ACTIVATIONS})
+        default_factory=lambda: {a: dict(k) for a, k in ACTIVATION_DEFAULTS.items()})
     train: Train = field(default_factory=Train)
     trainer: Trainer = field(default_factory=Trainer)
     eval_every_k_epochs: int = 0
@@ -212,9 +213,17 @@ def _dotlist(assignments: list[str]) -> DictConfig:
         raise PresetError(f"cannot parse --set {' '.join(assignments)}: {str(exc).splitlines()[0]}") from None
 
 
+def _registries():
+    """The method's registries (they import torch): activations, architectures, recipes."""
+    from annsnn import models
+    from annsnn.activations import ACTIVATIONS
+    from annsnn.recipes import RECIPES
+    return ACTIVATIONS, models, RECIPES
+
+
 def activation_params(name: str) -> list[str]:
     """The keyword parameters of a registered activation's constructor: its valid knobs."""
-    sig = inspect.signature(ACTIVATIONS[name])
+    sig = inspect.signature(_registries()[0][name])
     return [p.name for p in sig.parameters.values()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
@@ -226,6 +235,8 @@ def _one_of(value, valid, what: str) -> None:
 
 def _check_arch_kwargs(cfg: dict) -> None:
     """Build the network on the meta device (no memory, no init cost) to catch bad knobs."""
+    import torch
+    models = _registries()[1]
     info = DATASETS[cfg["dataset"]]
     try:
         with torch.device("meta"):
@@ -256,7 +267,7 @@ def _lists_ok(cfg: dict) -> None:
 def _knob_types_ok(act: str, knobs: dict) -> None:
     """A free-form knob still keeps the kind of its constructor default: a boolean is no
     number (YAML's ``true`` for ``L`` would run with L = 1), a number no boolean."""
-    params = inspect.signature(ACTIVATIONS[act]).parameters
+    params = inspect.signature(_registries()[0][act]).parameters
     for key, value in knobs.items():
         default = params[key].default
         if default is inspect.Parameter.empty or default is None or value is None:
@@ -271,7 +282,7 @@ def _selection_ok(cfg: dict) -> None:
     sel = cfg["selection"]
     _one_of(sel["rule"], ["ann_val", "snn_val_op"], "selection.rule")
     for act, cands in sel["candidates"].items():
-        _one_of(act, list(ACTIVATIONS), "selection activation")
+        _one_of(act, list(_registries()[0]), "selection activation")
         if not isinstance(cands, list) or not cands:
             raise PresetError(f"selection.candidates.{act} needs a list of settings, got {cands!r}")
         valid = activation_params(act)
@@ -282,14 +293,88 @@ def _selection_ok(cfg: dict) -> None:
             _knob_types_ok(act, {k: v for k, v in c.items() if k != "label"})
 
 
-def validate(cfg: dict) -> dict:
+# (key, lowest, highest, lowest included, highest included): one line names the knob and its range
+RANGES = [
+    ("T_max", 1, None, True, True), ("batch_size", 1, None, True, True), ("eval_batch_size", 1, None, True, True),
+    ("calib_size", 1, None, True, True), ("test_subset", 1, None, True, True), ("val_subset", 1, None, True, True),
+    ("num_workers", 0, None, True, True), ("eval_every_k_epochs", 0, None, True, True),
+    ("budget_minutes", 0, None, False, True),
+    ("train.epochs", 1, None, True, True), ("train.lr", 0, None, False, True),
+    ("train.momentum", 0, 1, True, False), ("train.weight_decay", 0, None, True, True),
+    ("train.warmup_epochs", 0, None, True, True), ("train.label_smoothing", 0, 1, True, False),
+    ("trainer.threads", 0, None, True, True), ("trainer.num_nodes", 1, None, True, True),
+    ("selection.seed", 0, 2**32 - 1, True, True),
+    ("robustness.test_subset", 1, None, True, True), ("robustness.T_max", 1, None, True, True),
+    ("robustness.op_gap", 0, None, True, True), ("robustness.pgd_steps", 1, None, True, True),
+    ("robustness.pgd_restarts", 1, None, True, True), ("robustness.snn_pgd_steps", 1, None, True, True),
+    ("robustness.snn_pgd_restarts", 1, None, True, True), ("robustness.snn_pgd_T_max", 1, None, True, True),
+    ("robustness.noise_images", 1, None, True, True), ("robustness.transfer_images", 1, None, True, True),
+    ("robustness.snn_attack_images", 1, None, True, True), ("robustness.leak_images", 1, None, True, True),
+    ("robustness.sanity_images", 0, None, True, True), ("robustness.authors_s", 0, 1, True, True),
+    ("robustness.authors_p", 0, 1, True, True),
+]
+LIST_RANGES = [("summary_t", 1, None), ("robustness.T_fixed", 1, None), ("robustness.eps", 0, 255),
+               ("robustness.gaussian_sigma", 0, None), ("robustness.salt_pepper_s", 0, 1),
+               ("robustness.leak_T", 1, None)]
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _range_text(lo, hi, lo_in, hi_in) -> str:
+    if hi is None:
+        return f"{'>=' if lo_in else '>'} {lo}"
+    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def _ranges_ok(cfg: dict) -> None:
+    """Every numeric knob in its range (None allowed where the default is None)."""
+    for key, lo, hi, lo_in, hi_in in RANGES:
+        v = _get(cfg, key)
+        if v is None:
+            continue
+        ok = (v >= lo if lo_in else v > lo) and (hi is None or (v <= hi if hi_in else v < hi))
+        if not ok:
+            raise PresetError(f"'{key}' must be {_range_text(lo, hi, lo_in, hi_in)}, got {v!r}")
+    for key, lo, hi in LIST_RANGES:
+        for v in _get(cfg, key):
+            if v < lo or (hi is not None and v > hi):
+                raise PresetError(f"every value of '{key}' must be {_range_text(lo, hi, True, True)}, got {v!r}")
+    for lk in list(cfg["leaks"]) + list(cfg["robustness"]["leaks"]):
+        if not 0 < float(lk) <= 1:
+            raise PresetError(f"leak must lie in (0, 1], got {lk!r}")
+    if not 0 < float(cfg["val_fraction"]) < 1:
+        raise PresetError(f"val_fraction must lie in (0, 1), got {cfg['val_fraction']!r}")
+    defaults_t = Preset().summary_t
+    late = [t for t in cfg["summary_t"] if t > cfg["T_max"]]
+    if late and cfg["summary_t"] != defaults_t:
+        raise PresetError(f"summary_t {cfg['summary_t']} asks for t = {', '.join(map(str, late))} beyond "
+                          f"T_max = {cfg['T_max']}; every summary_t must be <= T_max")
+    cfg["summary_t"] = [t for t in cfg["summary_t"] if t <= cfg["T_max"]]   # the defaults, cut to T_max
+    if not cfg["summary_t"]:
+        raise PresetError(f"summary_t has no t <= T_max = {cfg['T_max']}")
+
+
+def validate_light(cfg: dict) -> dict:
+    """What needs no torch: dataset name, lists, every range."""
     _one_of(cfg["dataset"], list(DATASETS), "dataset")
-    _one_of(cfg["arch"], models.ARCHITECTURES, "architecture")
     if not cfg["methods"]:
-        raise PresetError("the preset lists no methods (key 'methods'); valid: " + ", ".join(RECIPES))
+        raise PresetError("the preset lists no methods (key 'methods')")
+    _lists_ok(cfg)
+    _ranges_ok(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> dict:
+    validate_light(cfg)
+    ACTIVATIONS, models, RECIPES = _registries()
+    _one_of(cfg["arch"], models.ARCHITECTURES, "architecture")
     for m in cfg["methods"]:
         _one_of(m, list(RECIPES), "method")
-    _lists_ok(cfg)
     for act, knobs in cfg["activations"].items():
         valid = activation_params(act)
         unknown = sorted(set(knobs) - set(valid))
@@ -298,38 +383,59 @@ def validate(cfg: dict) -> dict:
                               f"activations.{act} ({ACTIVATIONS[act].__name__}): {', '.join(valid) or '(none)'}")
         _knob_types_ok(act, knobs)
     _check_arch_kwargs(cfg)
-    if cfg["T_max"] < 1:
-        raise PresetError(f"T_max must be an integer >= 1, got {cfg['T_max']!r}")
-    for lk in list(cfg["leaks"]) + list(cfg["robustness"]["leaks"]):
-        if not 0 < float(lk) <= 1:
-            raise PresetError(f"leak must lie in (0, 1], got {lk!r}")
-    if not 0 < float(cfg["val_fraction"]) < 1:
-        raise PresetError(f"val_fraction must lie in (0, 1), got {cfg['val_fraction']!r}")
     _selection_ok(cfg)
-    cfg["summary_t"] = [t for t in cfg["summary_t"] if t <= cfg["T_max"]]
-    if not cfg["summary_t"]:
-        raise PresetError(f"summary_t has no t <= T_max = {cfg['T_max']}")
     return cfg
 
 
-def load(name_or_path: str, sets: list[str] | None = None) -> dict:
-    """Load a preset by name (bench/presets/NAME.yaml) or path and apply ``key=value`` overrides."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> dict:
+    """A preset file as a dict; a syntax error or a repeated key is one line naming the place."""
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else path.name
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PresetError(f"cannot read preset {where}: {what}") from None
+    if not isinstance(data, dict):
+        raise PresetError(f"preset {path.name} is not a mapping of keys to values")
+    return data
+
+
+def load(name_or_path: str, sets: list[str] | None = None, light: bool = False) -> dict:
+    """Load a preset by name (bench/presets/NAME.yaml) or path and apply ``key=value`` overrides.
+    ``light``: skip the checks that need torch (methods, architecture, activation knobs)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise PresetError(f"unknown preset {name_or_path!r}; available: {', '.join(available())}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path)
     cfg = _merge(defaults(), data, path.name)
     if cfg.name is None:
         cfg.name = path.stem
     if sets:
         cfg = _merge(cfg, _dotlist(sets), "--set")
-    return validate(OmegaConf.to_container(cfg))
+    cfg = OmegaConf.to_container(cfg)
+    return validate_light(cfg) if light else validate(cfg)
 
 
 def activation_groups(cfg: dict) -> dict[str, list[str]]:
     """ANN activation -> the methods it serves, in preset order."""
+    from annsnn.recipes import get_recipe
     groups: dict[str, list[str]] = {}
     for m in cfg["methods"]:
         groups.setdefault(get_recipe(m).activation, []).append(m)

@@ -222,7 +222,9 @@ def find(name: str, data_dir: str | os.PathLike | None = None, decoded: bool = T
             stamp = _stamp(path)
             return Source(name, kind, path, f"{path}", f"data_dir {path}",
                           cache / f"{name}-{stamp[:10]}-decoded.pt", stamp, files)
-        tried.append(f"data_dir {d} (no {name} in a known layout)")
+        # a folder the user gave is used or refused, never skipped: falling back to another
+        # copy would train on data from somewhere else while the manifest named this folder
+        raise _unavailable(name, [f"data_dir {d} (no {name} in a known layout)"])
 
     # b. project cache: decoded tensors, then torchvision's files, then download.
     cpath = cache / f"{name}-decoded.pt"
@@ -261,6 +263,8 @@ def _find_imagenet(data_dir: str | os.PathLike | None) -> Source:
             path = found[1]
             return Source("imagenet", "imagenet", path, f"{path}", f"{what} {path}")
         tried.append(f"{what} {d} (no imagenet/{{train,val}})")
+        if what == "data_dir":   # used or refused, never skipped (as for the other datasets)
+            break
     tried.append("torchvision download (not available for ImageNet)")
     tried.append("offline copies (none exist for ImageNet)")
     raise _unavailable("imagenet", tried)

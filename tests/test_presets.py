@@ -137,9 +137,13 @@ def test_activation_groups_follow_the_recipes():
 
 def test_set_syntax_and_plain_result():
     cfg = presets.load("smoke", ["train.epochs=5", "methods=[steprelu,qcfs]", "test_subset=null",
-                                 "T_max=4", "summary_t=[1, 2, 4, 8]", "trainer.devices=auto"])
+                                 "T_max=4", "summary_t=[1, 2, 4]", "trainer.devices=auto"])
     assert cfg["train"]["epochs"] == 5 and cfg["methods"] == ["steprelu", "qcfs"]
     assert cfg["test_subset"] is None and cfg["summary_t"] == [1, 2, 4] and cfg["trainer"]["devices"] == "auto"
+    # the default summary_t is cut to T_max; one asked for beyond T_max is an error, not a silent cut
+    assert presets.load("smoke", ["T_max=4"])["summary_t"] == [1, 2, 4]
+    with pytest.raises(presets.PresetError, match="beyond T_max = 4"):
+        presets.load("smoke", ["T_max=4", "summary_t=[1, 2, 4, 8]"])
 
     def plain(v):
         if isinstance(v, dict):

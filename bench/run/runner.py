@@ -39,7 +39,7 @@ from .resume import OnceMLFlowLogger, Preemption, RandomState, epoch_checkpoint,
 from annsnn.metrics import sha256_state
 from tracking.machine import class_line, machine_class
 
-from . import deterministic, precision
+from . import deterministic, precision, preflight
 from .manifest import manifest
 from .state import RunLock, State
 
@@ -85,6 +85,23 @@ def _datamodule(cfg: dict, seed: int, test_subset, stage: str):
     return dm
 
 
+class BadCalibration(ValueError):
+    """A calibration image that is not finite: it would set every threshold it touches."""
+
+
+def check_calibration(dm) -> None:
+    """Every calibration image finite, before training: one NaN pixel would otherwise set each
+    max-norm threshold to NaN, then to the fallback 1.0, with only a warning."""
+    seen = 0
+    for x, _ in dm.calib_dataloader():
+        bad = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten()
+        if len(bad):
+            k = seen + int(bad[0])
+            raise BadCalibration(f"calibration image {k} (training index {int(dm.calib_indices[k])}) has "
+                                 "non-finite pixels; the thresholds of the rate methods would be wrong")
+        seen += len(x)
+
+
 def _module(cfg: dict, act: str, info) -> ANNClassifier:
     return ANNClassifier(arch=cfg["arch"], activation={"name": act, **cfg["activations"][act]},
                          num_classes=info.num_classes, in_channels=info.in_channels,
@@ -118,8 +135,13 @@ def run(cfg: dict, resume: bool = False, tracking_uri: str | None = None,
     maintainers' step) instead of runs/<preset>/results/. ``strict``: a run that does not
     reproduce the reference ends with SystemExit(1)."""
     t0 = time.time()
-    uri = tracking.tracking_uri(tracking_uri)
     out = Path(out_dir or default_out(cfg["name"], publish, runs_dir))
+    ckpts = ([checkpoint_path(cfg["name"], s, act, runs_dir) for s in cfg["seeds"]
+              for act in presets.activation_groups(cfg)] if resume else [])
+    # bad inputs fail here, before any work (the store is created only after)
+    preflight.run(cfg, out, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                  or tracking.DEFAULT_TRACKING_URI, ckpts)
+    uri = tracking.tracking_uri(tracking_uri)
     wait = bool(os.environ.get(LOCK_WAIT_ENV)) if wait is None else wait
     threads = cfg["trainer"]["threads"]
     if cfg.get("deterministic"):
@@ -217,7 +239,7 @@ def _write_seed(cfg: dict, seed: int, records: list[dict], rows: list[dict] | No
     if rows is not None:
         robustness.write_csv(rows, tmp / "robustness.csv")
     run_ids = {k: g.get("run_id") for k, g in state.data["groups"].items()}
-    runtime = {"precision": state.data.get("precision"),
+    runtime = {"precision": state.data.get("precision"), "data_source": state.data.get("data_source"),
                "weight_sha256": {k.split("/")[1]: g.get("weight_sha256", []) for k, g in state.data["groups"].items()}}
     man = manifest(cfg, state.elapsed, uri, run_ids, out, runtime)
     (tmp / "manifest.json").write_text(json.dumps(man, indent=2))
@@ -249,6 +271,8 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         return
     L.seed_everything(seed, workers=True)
     dm = _datamodule(cfg, seed, cfg["test_subset"], "fit")
+    check_calibration(dm)
+    state.data["data_source"] = tracking.portable(str(dm.source))
     module = _module(cfg, act, dm.info)
     run_name = f"{cfg['arch']}-{act}-seed{seed}"
     logger = OnceMLFlowLogger(experiment_name=cfg["name"], tracking_uri=uri, run_id=st.get("run_id"),
