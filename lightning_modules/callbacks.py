@@ -114,8 +114,10 @@ def log_result(client, parent_run_id: str, record: dict, params: dict,
     name = child_name(record["method"], record["leak"])
     parent_tags = client.get_run(parent_run_id).data.tags
     seed = str(params.get("seed", parent_tags.get("seed", "")))
+    group = str(params.get("run_group", parent_tags.get("run_group", "")))
     run_id = tracking.replace_child_run(client, parent_run_id, name, tags={
-        "method": record["method"], "leak": str(record["leak"]), "seed": seed, "kind": tracking.comparison.SNN_KIND})
+        "method": record["method"], "leak": str(record["leak"]), "seed": seed, "kind": tracking.comparison.SNN_KIND,
+        **({"run_group": group} if group else {})})
     tracking.log_params(client, run_id, {**params, "method": record["method"], "leak": record["leak"],
                                          "T_max": record["T_max"],
                                          "method_description": get_recipe(record["method"]).description})
@@ -230,5 +232,6 @@ class SNNEvaluation(L.Callback):
             if client:   # every method of this seed so far, side by side in one run
                 parent = client.get_run(parent_run_id)
                 tracking.update_comparison(client, parent.info.experiment_id,
-                                           self.params.get("seed", parent.data.tags.get("seed", "")))
+                                           self.params.get("seed", parent.data.tags.get("seed", "")),
+                                           parent.data.tags.get("run_group"))
         return self.records

@@ -300,3 +300,35 @@ def test_a_users_telemetry_choice_is_kept():
     environ = {}
     tracking.telemetry_off(environ)
     assert environ == {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+# ----------------------------------------------------------------------------- run groups
+
+def _snn_run(client, exp, parent, method, group, seed, accs):
+    rid = tracking.start_child_run(client, parent, f"{method}-leak1", tags={
+        "method": method, "leak": "1.0", "seed": str(seed), "kind": tracking.comparison.SNN_KIND,
+        "run_group": group})
+    tracking.log_curve(client, rid, "snn_acc", accs)
+    client.set_terminated(rid)
+
+
+def test_a_compare_run_holds_only_its_own_invocation(store):
+    """Two invocations of one preset with different settings: each compare run is built from its
+    own group's runs only, and names the group (the runs table's column)."""
+    client, _ = store
+    exp = tracking.get_or_create_experiment(client, "groups")
+    cfg_a, cfg_b = {"name": "p", "T_max": 4, "test_subset": 200}, {"name": "p", "T_max": 4, "test_subset": 100}
+    ga, gb = tracking.run_group(cfg_a, 0, "c0"), tracking.run_group(cfg_b, 0, "c0")
+    assert ga != gb and ga == tracking.run_group(dict(cfg_a, description="other words"), 0, "c0")
+    assert tracking.run_group(cfg_a, 0, "c1") != ga and tracking.run_group(cfg_a, 1, "c0") != ga
+    for group, methods, level in ((ga, ("steprelu", "qcfs"), 0.9), (gb, ("steprelu", "opi"), 0.1)):
+        parent = client.create_run(exp, run_name="ann", tags={"run_group": group, "seed": "0"}).info.run_id
+        for m in methods:
+            _snn_run(client, exp, parent, m, group, 0, [level] * 4)
+    for group, want, level in ((ga, {"steprelu", "qcfs"}, 0.9), (gb, {"steprelu", "opi"}, 0.1)):
+        rid = tracking.update_comparison(client, exp, 0, group)
+        run = client.get_run(rid)
+        assert run.info.run_name == f"compare-seed0-{group}" and run.data.tags["run_group"] == group
+        methods = {k.split("/")[1].rsplit("-leak", 1)[0] for k in run.data.metrics if k.startswith("snn_acc/")}
+        assert methods == want
+        assert all(v == level for k, v in run.data.metrics.items() if k.startswith("snn_acc/"))

@@ -44,5 +44,5 @@ from .mlflow_runs import (DEFAULT_ARTIFACTS, DEFAULT_TRACKING_URI, EXPERIMENT_KI
                           log_scalars, replace_child_run, start_child_run, tracking_uri)
 from .plots import accuracy_figure  # noqa: E402,F401
 from .optuna_runs import log_trials, study_key, study_parent_run  # noqa: E402,F401
-from .comparison import comparison_name, run_params, update_comparison  # noqa: E402,F401
+from .comparison import comparison_name, run_group, run_params, update_comparison  # noqa: E402,F401
 from .provenance import PACKAGES, PROJECT_ROOT, git_commit, portable, versions  # noqa: E402,F401

@@ -9,10 +9,18 @@ shows one chart per metric family with every method in it, and ``comparison.png`
 same in one figure. It is rebuilt from the latest nested run of each setting, so a resumed
 or repeated run never logs a step twice.
 
+Runs of one invocation share a run group (``run_group``: a hash of the preset as run, the seed
+and the commit), a tag on every run it makes and a column of the runs table. A compare run
+(``compare-seed<k>-<group>``) is built only from runs of its group: runs with other settings,
+another commit or an interrupted short test never meet in one figure.
+
 ``run_params``: the one name of every knob is its key in the preset, as ``--set`` takes it
 (``activations.steprelu.theta``, ``train.lr``, ``arch_kwargs.width``).
 """
 from __future__ import annotations
+
+import hashlib
+import json
 
 from mlflow.tracking import MlflowClient
 
@@ -31,24 +39,35 @@ def run_params(cfg: dict, seed: int, activation: str) -> dict[str, str]:
                     "activations": {activation: cfg["activations"][activation]}, **keep})
 
 
-def comparison_name(seed) -> str:
-    return f"compare-seed{seed}"
+WORDS = ("description", "why", "budget_minutes", "seeds", "caveats", "selection")   # change no number
 
 
-def update_comparison(client: MlflowClient, experiment_id: str, seed) -> str:
-    """(Re)build ``compare-seed<seed>`` from the newest nested run of every (method, leak)
-    of that seed in the experiment; returns its run id."""
-    kids = client.search_runs([experiment_id], filter_string=f"tags.kind = '{SNN_KIND}' and tags.seed = '{seed}'",
+def run_group(cfg: dict, seed, commit: str) -> str:
+    """The invocation's id: the preset as run (words aside), the seed and the commit."""
+    keep = {k: v for k, v in cfg.items() if k not in WORDS}
+    blob = json.dumps({"preset": keep, "seed": str(seed), "commit": commit}, sort_keys=True, default=str)
+    return "g" + hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+def comparison_name(seed, group: str | None = None) -> str:
+    return f"compare-seed{seed}" + (f"-{group}" if group else "")
+
+
+def update_comparison(client: MlflowClient, experiment_id: str, seed, group: str | None = None) -> str:
+    """(Re)build ``compare-seed<seed>-<group>`` from the newest nested run of every (method,
+    leak) of that seed and run group in the experiment; returns its run id."""
+    only = f" and tags.run_group = '{group}'" if group else ""
+    kids = client.search_runs([experiment_id], filter_string=f"tags.kind = '{SNN_KIND}' and tags.seed = '{seed}'{only}",
                               order_by=["attributes.start_time DESC"], max_results=5000)
     latest = {}
     for r in kids:
         latest.setdefault(r.data.tags.get("mlflow.runName"), r)
-    name = comparison_name(seed)
+    name = comparison_name(seed, group)
     for old in client.search_runs([experiment_id], filter_string=f"tags.kind = 'comparison' and "
                                                                   f"tags.mlflow.runName = '{name}'"):
         client.delete_run(old.info.run_id)
     run = client.create_run(experiment_id, run_name=name, tags={
-        "kind": "comparison", "seed": str(seed),
+        "kind": "comparison", "seed": str(seed), **({"run_group": group} if group else {}),
         "mlflow.note.content": "Every method's curves with step = t (one chart per metric family): "
                                "open Model metrics. Rebuilt after each method is evaluated."})
     rid, acc, ann, metrics = run.info.run_id, {}, {}, []
@@ -60,7 +79,7 @@ def update_comparison(client: MlflowClient, experiment_id: str, seed) -> str:
                 acc[setting] = [m.value for m in sorted(hist, key=lambda m: m.step)]
         ann[setting] = r.data.metrics.get("ann_acc")
     log_batch(client, rid, metrics=metrics)
-    log_params(client, rid, {"seed": seed, "settings": ",".join(sorted(latest)),
+    log_params(client, rid, {"seed": seed, "run_group": group or "", "settings": ",".join(sorted(latest)),
                              "methods": ",".join(sorted({r.data.tags.get("method", "") for r in latest.values()}))})
     if acc:
         log_figure(client, rid, accuracy_figure(acc, f"all methods, seed {seed}", ann), "comparison.png")

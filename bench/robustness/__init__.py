@@ -18,11 +18,11 @@ from .files import write  # noqa: F401 (public API)
 from .render import claims, render, robust_rows  # noqa: F401
 from .rows import FIELDS, TYPES, read_rows, write_csv  # noqa: F401
 
-_LAZY = {"evaluate": ".evaluate", "log_to_mlflow": ".mlflow_log"}
+_LAZY = {"evaluate": ".evaluate", "log_to_mlflow": ".mlflow_log", "log_overlay": ".mlflow_log"}
 
 
 def __getattr__(name):
-    """``evaluate`` and ``log_to_mlflow`` on first use (they import torch and MLflow)."""
+    """``evaluate``, ``log_to_mlflow`` and ``log_overlay`` on first use (torch and MLflow)."""
     if name in _LAZY:
         import importlib
         return getattr(importlib.import_module(_LAZY[name], __name__), name)

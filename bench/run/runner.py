@@ -275,9 +275,11 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
     state.data["data_source"] = tracking.portable(str(dm.source))
     module = _module(cfg, act, dm.info)
     run_name = f"{cfg['arch']}-{act}-seed{seed}"
+    commit = tracking.git_commit()
+    group = state.data.setdefault("run_group", tracking.run_group(cfg, seed, commit))
     logger = OnceMLFlowLogger(experiment_name=cfg["name"], tracking_uri=uri, run_id=st.get("run_id"),
                               run_name=run_name, artifact_location=None,
-                              tags={"git_commit": tracking.git_commit(), "dataset": cfg["dataset"],
+                              tags={"git_commit": commit, "dataset": cfg["dataset"], "run_group": group,
                                     "arch": cfg["arch"], "activation": act, "seed": str(seed),
                                     "methods": ",".join(methods),
                                     **{f"version.{k}": v for k, v in tracking.versions().items()}})
@@ -373,9 +375,14 @@ def _run_robustness(cfg, state: State, seed: int, groups: dict, records: list[di
             if method in logged or not any(r["method"] == method for r in rows):
                 continue   # logged before an interruption, or not measured (robustness.methods)
             run_id = tracking.replace_child_run(client, parent, f"{method}-robustness",
-                                                tags={"method": method, "stage": "robustness"})
+                                                tags={"method": method, "stage": "robustness",
+                                                      "seed": str(seed), "run_group": state.data.get("run_group", "")})
             robustness.log_to_mlflow(client, run_id, cfg, rows, method, folder / "robustness" / method)
             client.set_terminated(run_id)
             logged.append(method)
             state.save()
+    exp = client.get_experiment_by_name(cfg["name"])
+    if exp is not None:   # every method of this invocation in one overlay, on its compare run
+        robustness.log_overlay(client, exp.experiment_id, seed, state.data.get("run_group"), rows,
+                               cfg["robustness"]["common_source"])
     return rows
