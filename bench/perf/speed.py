@@ -85,6 +85,34 @@ def train_step_ratio(repeats):
     return rows
 
 
+PRECISION_NETS = {"cnn-small": ("cnn-small", 1, 28, {"width": 16}, 128),
+                  "vgg-cpu": ("vgg-cpu", 3, 32, {"cfg": [48, "P", 96, "P", 192, "P", 384, "P"]}, 64)}
+
+
+def precision_ratio(repeats):
+    """(net, batch, fp32 s, bf16-mixed s, fp32 / bf16) per net: one training step each, the two
+    alternating; what ``trainer.precision: auto`` decides from (bench/run/precision.py)."""
+    rows = []
+    for name, (arch, c, size, kw, bs) in PRECISION_NETS.items():
+        x, y = torch.rand(bs, c, size, size), torch.randint(0, 10, (bs,))
+        steps = {}
+        for prec in ("fp32", "bf16"):
+            m = _net(arch, "relu", c, size, kw).train().to(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+
+            def step(m=m, opt=opt, bf16=prec == "bf16"):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = torch.nn.functional.cross_entropy(m(x), y)
+                loss.backward()
+                opt.step()
+            steps[prec] = step
+        t = _interleaved(steps, repeats)
+        rows.append((name, bs, statistics.median(t["fp32"]), statistics.median(t["bf16"]),
+                     _ratio(t["fp32"], t["bf16"])))
+    return rows
+
+
 def per_level_steprelu(x, theta, L, phi):
     """The straightforward formulation: one masked assignment per level, STE backward."""
     u = x / theta + phi
@@ -148,7 +176,8 @@ def simulate_ratio(repeats, Ts=(1, 4, 16, 32), device="cpu"):
 def smoke_stage():
     root = tracking.PROJECT_ROOT
     man = root / "results" / "smoke" / "manifest.json"
-    ckpt = root / "runs" / "smoke" / "seed0" / "steprelu" / "last.ckpt"
+    seed = json.loads(man.read_text())["seeds"][0] if man.exists() else 0
+    ckpt = root / "runs" / "smoke" / f"seed{seed}" / "steprelu" / "last.ckpt"
     out = {"smoke_wall_s": json.loads(man.read_text())["wall_seconds"] if man.exists() else None}
     if ckpt.exists():
         from lightning_modules.data import build_datamodule
@@ -171,9 +200,12 @@ def main(quick: bool = False) -> int:
     train = train_step_ratio(reps)
     act = activation_speedup(reps)
     sim = simulate_ratio(reps, (1, 4) if quick else (1, 4, 16, 32))
+    prec = precision_ratio(reps)
     smoke = smoke_stage()
+    from bench.run.precision import resolve
+    from tracking.machine import class_line, machine_class
     lines = ["# Speed", "",
-             f"Machine: {platform.platform()}, {torch.get_num_threads()} torch threads; commit "
+             f"Machine: {class_line(machine_class())} ({platform.platform()}); commit "
              f"`{tracking.git_commit(ignore=[tracking.PROJECT_ROOT / 'results' / 'speed.md'])}`; versions {json.dumps(tracking.versions())}. Every figure is a "
              f"median over {reps} rounds of a paired ratio, the timed variants alternating "
              f"within each round, all in this one run.", "",
@@ -197,7 +229,13 @@ def main(quick: bool = False) -> int:
               "the two rows is that layout cost, not the SNN's.", "",
               "| net | method | T | simulate s | ratio |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {m} | {T} | {t:.4f} | {q:.3f} |" for a, m, T, t, q in sim]
-    lines += ["", "## 4. Smoke evaluation stage", ""]
+    used, why = resolve("auto", "cpu")
+    lines += ["", "## 4. Training precision: fp32 / bf16-mixed step time on this machine", "",
+              f"`trainer.precision: auto` chooses {used} here ({why}). A ratio above 1: bf16 is faster; "
+              "on a CPU that emulates bf16 it falls far below 1 (measured 1/14 on an AVX2-only machine).", "",
+              "| net | batch | fp32 s | bf16-mixed s | fp32 / bf16 |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | {b} | {f:.4f} | {h:.4f} | {q:.2f} |" for n, b, f, h, q in prec]
+    lines += ["", "## 5. Smoke evaluation stage", ""]
     if "smoke_images_per_s" in smoke:
         lines.append(f"steprelu SNN on the trained smoke model, {smoke['smoke_images']} test images x 32 steps: "
                      f"{smoke['smoke_eval_s']:.1f} s = {smoke['smoke_images_per_s']:.0f} images/s")
