@@ -1,4 +1,4 @@
-"""The exactness everything rests on (DESIGN section 2): a StepReLU ANN converted to
+"""The exactness everything rests on (docs/method.md#exact-conversion): a StepReLU ANN converted to
 multi-spike IF neurons reproduces the BatchNorm-folded ANN at T = 1, for any leak,
 on random conv / VGG-like / residual / MLP networks and on the five model-zoo
 architectures: same logits (relative error <= 1e-5, in practice 0) and the same

@@ -1,4 +1,4 @@
-"""Resume that resumes (issue 14, item 1): a tiny preset killed in its second of three epochs,
+"""Resume that resumes: a tiny preset killed in its second of three epochs,
 resumed, and compared with the same preset run without interruption.
 
 The runs are real processes (``python -m bench run``); ``ANNSNN_TEST_SIGNAL`` (bench/resume.py)
