@@ -26,7 +26,7 @@ from conftest import (UNFOLDED_DIFFS, fit_thresholds, random_net, randomize_bn, 
                       steprelu_factory, tiny_loader)
 
 REL_TOL = 1e-5
-# ANNSNN_TEST_DEVICE=cuda runs these checks on a GPU (bench/gpu_check.py); nets are built on
+# ANNSNN_TEST_DEVICE=cuda runs these checks on a GPU (bench/perf/gpu_check.py); nets are built on
 # the CPU and moved there, so they are the same nets.
 DEVICE = torch.device(os.environ.get("ANNSNN_TEST_DEVICE", "cpu"))
 
