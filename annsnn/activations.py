@@ -1,4 +1,4 @@
-"""Quantised activations whose spiking counterparts are exact (DESIGN section 2).
+"""Quantised activations whose spiking counterparts are exact (docs/method.md#activations).
 
 StepReLU(x) = theta * clamp(floor(x/theta + phi), 0, L). QCFS is the same
 function with theta = lam_q / L, phi = 0.5 and a learnable lam_q; both share one

@@ -1,6 +1,7 @@
 """Sanity checks against gradient masking (Carlini et al. 2019, "On evaluating adversarial
-robustness"; issue 13): a white-box robust accuracy is only believable if the attack
-behind it is working. Three symptoms of an attack defeated by its own gradients:
+robustness"; docs/method.md#gradient-masking-checks): a white-box robust accuracy is only
+believable if the attack behind it is working. Three symptoms of an attack defeated by its
+own gradients:
 
 - ``eps1_ok``: with eps = 1 the ball is the whole [0, 1] box, so PGD can reach an image
   of another class: accuracy must be (near) 0, here <= ``EPS1_MAX_ACC`` (1 %).

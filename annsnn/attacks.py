@@ -1,6 +1,6 @@
 """L-infinity FGSM and PGD in pixel space through the Adversarial Robustness Toolbox (ART).
 
-DESIGN section 4: adversarial images are crafted (a) on the source ANN, whose
+docs/method.md#adversarial-attacks: adversarial images are crafted (a) on the source ANN, whose
 quantised activations have straight-through gradients, and evaluated on the
 SNN, and (b) white-box on the SNN unrolled over T steps with a surrogate spike
 gradient (``UnrolledSNN``). The benchmark calls ``craft`` and then

@@ -1,4 +1,4 @@
-"""ANN -> SNN conversion as a module swap (DESIGN section 2).
+"""ANN -> SNN conversion as a module swap (docs/method.md#conversion).
 
 ``convert`` is one fixed template: copy, trace, check that nothing in the network
 would make the conversion inexact, fold BatchNorm into the preceding conv/linear,

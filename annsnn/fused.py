@@ -5,7 +5,7 @@ computes (values and input gradients, bit for bit: tested against a plain
 reference), with fewer passes over memory: in-place updates on one buffer and a
 float window mask instead of bool masks (on this CPU comparisons into bool
 tensors and bool-masked ``where``/``masked_fill`` cost 2-15x a float pass,
-bench/speed.py).
+bench/perf/speed.py).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Operation counts: ANN MACs, spiking fan-out, synaptic operations and the 45 nm energy estimate.
 
-Conventions (DESIGN section 3):
+Conventions (docs/method.md#metrics):
 - a conv/linear layer's MACs per image = output elements x (in_channels/groups x kernel area);
 - the first synaptic layer sees analog input, so the SNN pays its MACs at every step;
 - every other synaptic operation is triggered by a spike: SOPs = spikes x fan-out, where a

@@ -4,7 +4,7 @@ The membrane potential is kept in units of theta (u = V / theta) so that at
 t = 1 the neuron computes ``floor(x/theta + phi)`` with exactly the operations
 of StepReLU (activations.py): that is what makes conversion exact at T = 1.
 
-Per step (DESIGN section 2):
+Per step (docs/method.md#spiking-neuron):
     u_1 = x_1/theta + phi,   u_t = leak * r_{t-1} + x_t/theta   (t >= 2)
     n_t = clamp(floor(u_t), 0, max_spikes)
     r_t = u_t - n_t,         output n_t * theta

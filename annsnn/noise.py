@@ -1,4 +1,4 @@
-"""Pixel-space input perturbations for the robustness benchmark (DESIGN section 4).
+"""Pixel-space input perturbations for the robustness benchmark (docs/method.md#noise).
 
 Images are in [0, 1] (every model carries its normalisation as its first layer),
 so noise is added to pixels, before normalisation. A perturbation ``p`` is called

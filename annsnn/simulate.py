@@ -2,7 +2,7 @@
 
 Input encoding is direct (the analog image is the input current at each step);
 the classifier does not spike, and the prediction at step t is the argmax of the
-mean classifier output over steps 1..t (DESIGN section 2).
+mean classifier output over steps 1..t (docs/method.md#simulation).
 
 Inside the time loop (``_run_batch``) every count stays on the device; the host
 reads them once per batch. On a GPU each host read stalls the device, and the

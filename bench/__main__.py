@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                         "mean, std and a 95 %% CI over them and paired tests between methods")
     r.add_argument("--dry-run", action="store_true",
                    help="2 training batches, then every method at T = 2 on 2 batches, on CPU "
-                        "(bench/dry_run.py: --set overrides applied before yours)")
+                        "(bench/run/dry_run.py: --set overrides applied before yours)")
     sel = sub.add_parser("select", help="train each activation's candidate settings on a selection seed "
                                         "and choose by validation (the preset's selection block)")
     sel.add_argument("--preset", required=True)

@@ -65,7 +65,7 @@ class Trainer:
 
 @dataclass
 class Robustness:
-    """The robustness stage (bench/robustness.py, DESIGN section 4). Every part uses the head
+    """The robustness stage (bench/robustness/, docs/method.md#robustness). Every part uses the head
     of one fixed pool of ``test_subset`` test images, so parts and methods share images;
     the ``*_images`` counts size each part (the CI half-width is printed beside each table)."""
     enabled: bool = False

@@ -1,4 +1,4 @@
-"""Spread over seeds and paired tests between methods (DESIGN section 3).
+"""Spread over seeds and paired tests between methods (docs/method.md#statistics).
 
 Seeds are independent trainings, so a figure is their mean with the sample standard
 deviation and a 95 % Student-t confidence interval. Two methods evaluated on the same

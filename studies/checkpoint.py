@@ -42,7 +42,7 @@ def check_checkpoint(hp: dict, dataset: str, method: str, where: str) -> None:
     got = {k: hp[k] for k in ("in_channels", "num_classes", "image_size")}
     has_stats = "mean" in hp and "std" in hp
 
-    def same_stats(i) -> bool:  # models carry their dataset's normalisation (DESIGN section 4)
+    def same_stats(i) -> bool:  # models carry their dataset's normalisation (docs/method.md#data)
         close = lambda a, b: len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-3 for x, y in zip(a, b))
         return not has_stats or (close(hp["mean"], i.mean) and close(hp["std"], i.std))
 

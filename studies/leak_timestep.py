@@ -4,7 +4,7 @@ potential phi, for one trained ANN converted with one method, optionally under i
     python -m studies.leak_timestep --preset smoke --train-seed 0 --method steprelu \\
         --objectives acc,T --perturbation salt_pepper:0.9:dynamic --n-trials 40 --workers 2
 
-Search space (DESIGN sections 2 and 4):
+Search space (docs/method.md#spiking-neuron and docs/method.md#leak):
 
 - ``leak`` in [0.5, 1] (continuous): the factor on the potential carried between steps;
 - ``T`` in {1, ..., T_max}: the SNN is simulated for T steps and predicts at step T;

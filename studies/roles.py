@@ -4,7 +4,7 @@ Roles (the same for ``leak_timestep``, ``train_hparams`` and ``toy``):
 
 - ``init``: create the storage's schema and the study, then exit. Run it once before workers
   that start together (a SLURM array: ``sbatch --dependency=afterok:<init job>``), so they
-  never race to create them (Optuna issue 1092; opening also retries that race).
+  never race to create them (https://github.com/optuna/optuna/issues/1092; opening also retries that race).
 - ``worker``: run trials until the study holds ``--n-trials`` finished ones. Each worker takes
   its number (and so its sampler seed) from the storage (``workers.register``): no flag tells
   workers apart, so a shell loop of identical commands, a SLURM array and ``--workers N``

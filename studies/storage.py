@@ -26,9 +26,10 @@ sharing a journal must agree to well within ``grace_period`` (NTP does that); RD
 the database server's clock instead.
 
 Workers that open a fresh database at the same moment race to create Optuna's schema and the
-study (Optuna issue 1092). ``make_storage`` opens a database under a lock (so one process
-creates the schema) and, like ``create_or_load_study``, retries those errors with jittered
-backoff; ``--role init`` creates both once before the workers start.
+study (https://github.com/optuna/optuna/issues/1092). ``make_storage`` opens a database
+under a lock (so one process creates the schema) and, like ``create_or_load_study``, retries
+those errors with jittered backoff; ``--role init`` creates both once before the workers
+start.
 """
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ ACCEPTED_FORMS = (
     "PATH.journal or journal:PATH (journal file, e.g. on a shared filesystem)",
     "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (also postgresql+psycopg2://)",
 )
-# Optuna issue 1092: processes that open a fresh database together race to create its
-# schema (and the study). These messages mean another process won; opening again works.
+# Processes that open a fresh database together race to create its schema (and the study),
+# https://github.com/optuna/optuna/issues/1092. These messages mean another process won;
+# opening again works.
 SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key value violates unique",
                "database is locked", "deadlock detected")
 RACE_ATTEMPTS = 8                 # tries before a race error is passed on

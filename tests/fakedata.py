@@ -8,6 +8,7 @@ real data is absent. So the fakes use the real formats, not a shortcut around th
   ``encoding="bytes"`` and torchvision's ``encoding="latin1"`` read them).
 * ImageNet: ``imagenet/{train,val}/<wnid>/*.JPEG`` written with PIL, in odd sizes so the
   resize/crop pipeline does real work.
+* MNIST-format datasets (docs/extending.md's KMNIST): four gzipped IDX files.
 
 torchvision's CIFAR readers check each file's md5 against the real dataset's, which a fake
 cannot match. ``trust_fake_cifar`` clears those checksums in the calling process only; run
@@ -16,6 +17,7 @@ as a script, this file does that and then runs ``python -m bench`` with its argu
 """
 from __future__ import annotations
 
+import gzip
 import pickle
 import struct
 import sys
@@ -104,6 +106,23 @@ def write_imagenet(root: Path, n_classes: int = 4, n_train: int = 10, n_val: int
                 h, w = (int(v) for v in rng.integers(40, 97, 2))
                 Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
                     d / f"n{c:08d}_{j}.JPEG", quality=90)
+    return folder
+
+
+def write_idx_dataset(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> Path:
+    """``folder``/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz: a dataset of 28x28 grey
+    images in the MNIST file format (IDX, gzipped, as torchvision downloads MNIST, Fashion-MNIST
+    and KMNIST), random pixels, labels 0..9 in turn."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for kind, arr in (("images-idx3", images), ("labels-idx1", labels)):
+            header = struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+            with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + arr.tobytes())
     return folder
 
 

@@ -1,6 +1,7 @@
-"""Gradient-masking sanity checks (annsnn.attack_checks, issue 13) on tiny models trained
-here on a synthetic 4-class image set: the checks hold for working attacks on ANNs and on
-SNNs attacked through time (UnrolledSNN, T = 1 and 4), and each is shown to catch a model
+"""Gradient-masking sanity checks (annsnn.attack_checks,
+docs/method.md#gradient-masking-checks) on tiny models trained here on a synthetic 4-class
+image set: the checks hold for working attacks on ANNs and on SNNs attacked through time
+(UnrolledSNN, T = 1 and 4), and each is shown to catch a model
 or attack broken on purpose (zero gradients, a zero surrogate, input quantisation, an
 attack that weakens with more iterations)."""
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_fgsm_equals_sign_gradient_step():
 
 @pytest.mark.parametrize("kind", ["fgsm", "pgd"])
 def test_eps_is_a_pixel_distance_through_a_normalize_layer(kind):
-    """Models carry their normalisation as their first layer (DESIGN section 4), so eps is
+    """Models carry their normalisation as their first layer (docs/method.md#data), so eps is
     measured on [0, 1] pixels. With std 0.25, an attack in normalised units would move pixels
     by eps * std = eps / 4. Images kept inside [0.2, 0.8], so clipping cannot shorten a step."""
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""First steps (issue 14): missing or bad data is one line and exit code 2, `./reproduce.sh list`
+"""First steps: missing or bad data is one line and exit code 2, `./reproduce.sh list`
 lists the presets, the SLURM log folder exists before SLURM opens it, and every command in
 the READMEs runs without an activated venv (or follows the documented activation line)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The exactness everything rests on (DESIGN section 2): a StepReLU ANN converted to
+"""The exactness everything rests on (docs/method.md#exact-conversion): a StepReLU ANN converted to
 multi-spike IF neurons reproduces the BatchNorm-folded ANN at T = 1, for any leak,
 on random conv / VGG-like / residual / MLP networks and on the five model-zoo
 architectures: same logits (relative error <= 1e-5, in practice 0) and the same
@@ -26,7 +26,7 @@ from conftest import (UNFOLDED_DIFFS, fit_thresholds, random_net, randomize_bn, 
                       steprelu_factory, tiny_loader)
 
 REL_TOL = 1e-5
-# ANNSNN_TEST_DEVICE=cuda runs these checks on a GPU (bench/gpu_check.py); nets are built on
+# ANNSNN_TEST_DEVICE=cuda runs these checks on a GPU (bench/perf/gpu_check.py); nets are built on
 # the CPU and moved there, so they are the same nets.
 DEVICE = torch.device(os.environ.get("ANNSNN_TEST_DEVICE", "cpu"))
 

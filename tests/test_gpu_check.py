@@ -1,4 +1,4 @@
-"""bench/gpu_check.py where no GPU is: the no-GPU exit, the report writer, the part runner,
+"""bench/perf/gpu_check.py where no GPU is: the no-GPU exit, the report writer, the part runner,
 and the short paper run's overrides (valid preset keys, outputs kept out of results/)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""No host reads inside simulate's time loop (issue 11): on a GPU every read of a device
+"""No host reads inside simulate's time loop: on a GPU every read of a device
 value stalls the device, and the loop runs layers x steps times per batch.
 
 On the CPU the reads are counted by patching the tensor methods that read a value back

@@ -1,4 +1,4 @@
-"""The integrate-and-fire neuron: the recursion of DESIGN section 2 on exact inputs,
+"""The integrate-and-fire neuron: the recursion of docs/method.md#spiking-neuron on exact inputs,
 rate coding with constant input (QCFS equivalence at T = L, convergence to
 clip(x/theta, 0, 1)), reset, statistics, the surrogate gradient and argument checks."""
 from __future__ import annotations
@@ -53,7 +53,8 @@ def test_recursion_by_hand():
        log_theta=st.integers(-3, 2), T=st.integers(1, 8),
        ks=st.lists(st.integers(-128, 512), min_size=8, max_size=8))
 def test_recursion_matches_design_in_exact_arithmetic(L, phi, leak, leak_mode, log_theta, T, ks):
-    """DESIGN: V_1 = phi*theta + x_1, V_t = leak(R_{t-1}) + x_t, n_t = clamp(floor(V_t/theta), 0, L),
+    """docs/method.md#spiking-neuron, in potential units (the page keeps u = V/theta):
+    V_1 = phi*theta + x_1, V_t = leak(R_{t-1}) + x_t, n_t = clamp(floor(V_t/theta), 0, L),
     R_t = V_t - n_t*theta, output n_t*theta, with leak(R) = lam*R ("exp") or R moved toward 0
     by c = (1 - lam)*theta without crossing it ("linear") -- evaluated with Fractions, on dyadic
     inputs where float32 is exact; the neuron must agree bit for bit."""

@@ -1,4 +1,4 @@
-"""Every paper preset starts: its dry run (bench/dry_run.py) completes on tiny fake data.
+"""Every paper preset starts: its dry run (bench/run/dry_run.py) completes on tiny fake data.
 
 The paper presets are written for GPUs and run for days; a typo in one would surface
 only after a queue wait on a cluster. So each bench/presets/paper-*.yaml (found by glob:

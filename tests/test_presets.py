@@ -196,7 +196,7 @@ def test_cli_list_shows_every_preset(capsys):
     assert re.search(r"^smoke\s+fashion-mnist\s+cnn-small", out, re.M)
 
 
-# ----------------------------------------------------------------------------- --set keeps the preset's types (issue 14)
+# ----------------------------------------------------------------------------- --set keeps the preset's types
 
 def test_a_nested_override_changes_one_key_and_keeps_its_siblings(tmp_path, monkeypatch):
     cfg = presets.load("smoke", ["activations.steprelu.theta=0.1"])

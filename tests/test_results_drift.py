@@ -59,7 +59,7 @@ def test_robustness_is_rendered_from_its_csv(folder):
     run = _run(folder)
     if not aggregate.robustness_is_current(run.rows):
         pytest.skip(f"{folder.name}/robustness.csv predates the robustness stage's current columns "
-                    "(issue 13); its next run renews it")
+                    "(docs/method.md#robustness); its next run renews it")
     assert (folder / "robustness.md").read_text() == robustness.render(run.cfg, run.rows)
 
 

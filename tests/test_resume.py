@@ -1,7 +1,7 @@
-"""Resume that resumes (issue 14, item 1): a tiny preset killed in its second of three epochs,
+"""Resume that resumes: a tiny preset killed in its second of three epochs,
 resumed, and compared with the same preset run without interruption.
 
-The runs are real processes (``python -m bench run``); ``ANNSNN_TEST_SIGNAL`` (bench/resume.py)
+The runs are real processes (``python -m bench run``); ``ANNSNN_TEST_SIGNAL`` (bench/run/resume.py)
 makes one send itself a signal at a chosen point. Each run has its own runs folder, MLflow
 store and results folder, so the interrupted and the uninterrupted run go side by side.
 """

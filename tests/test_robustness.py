@@ -1,4 +1,4 @@
-"""The robustness stage (bench/robustness.py, issue 13): row schema, rendering as a pure
+"""The robustness stage (bench/robustness/, docs/method.md#robustness): row schema, rendering as a pure
 function of the CSV, robust accuracy as a per-image minimum, the operating-point choice, the
 leak statistics, the MLflow curves and the figures. Tiny untrained nets, seconds."""
 from __future__ import annotations

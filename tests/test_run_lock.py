@@ -1,4 +1,4 @@
-"""No silent deletion (issue 14, item 2) and seeds as independent jobs (issue 12, item 1):
+"""No silent deletion and seeds as independent jobs:
 one job per seed folder at a time, named when it blocks another; a dead holder's lock is
 taken over with a message; a fresh run says which earlier run's checkpoints it replaces;
 two jobs with different seeds of one preset run side by side and the report merges them."""

@@ -241,7 +241,7 @@ def test_op_profile_is_reused_per_network_and_input_shape():
 # ----------------------------------------------------------------------------- readout
 
 def test_acc_and_predictions_are_the_argmax_of_the_mean_output_so_far():
-    """DESIGN: the prediction at t is the argmax of the mean classifier output over steps
+    """docs/method.md#simulation: the prediction at t is the argmax of the mean classifier output over steps
     1..t. The SNN is run here step by step by hand, on the same single batch in NCHW."""
     ann, x, y = small_steprelu_net(seed=9)
     T = 8

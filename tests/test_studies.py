@@ -310,8 +310,9 @@ def start_together(url: str, folder: Path, n_workers: int, n_trials: int, force_
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
 def test_eight_workers_start_together_on_a_fresh_storage(kind, tmp_path, request):
-    """Issue 11: a SLURM array starts every task at once on a fresh database; the schema and
-    study creation race (Optuna issue 1092) must cost no worker, 3 rounds per storage."""
+    """A SLURM array starts every task at once on a fresh database; the schema and
+    study creation race (https://github.com/optuna/optuna/issues/1092) must cost no worker,
+    3 rounds per storage."""
     for rnd in range(3):
         url = {"sqlite": lambda: f"sqlite:///{tmp_path}/r{rnd}.db",
                "journal": lambda: str(tmp_path / f"r{rnd}.journal"),
@@ -629,7 +630,7 @@ def test_leak_timestep_smoke(tmp_path):
 # ----------------------------------------------------------------------------- one MLflow parent per study
 
 def test_same_study_name_on_two_storages_gets_two_mlflow_parents(tmp_path):
-    """The issue's PostgreSQL study that reused a journal study's parent run: here the same
+    """A PostgreSQL study that once reused a journal study's parent run: here the same
     name on SQLite and on a journal, 3 and 5 trials; each parent holds only its own."""
     import tracking
     from mlflow.tracking import MlflowClient

@@ -159,7 +159,7 @@ def kill_when(d: Path, uri: str, size: int) -> None:
 
 @pytest.mark.parametrize("size", [0, 4096, 200_000, 500_000, 800_000])
 def test_store_killed_during_first_creation_opens_next_time(tmp_path, size):
-    """The issue's Ctrl-C in the very first run, at several points of the migration (the
+    """A Ctrl-C in the very first run, at several points of the migration (the
     finished schema is about 950 kB): the next run opens the store and logs to it."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     kill_when(tmp_path, uri, size)

@@ -1,5 +1,5 @@
 """What a conversion method is: a recipe (ANN activation + threshold rule + neuron),
-and the one registry that names them (DESIGN section 2, "Methods compared").
+and the one registry that names them (docs/method.md#methods-compared).
 
 ``convert`` is a fixed template that asks the recipe for everything method-specific;
 nothing outside a recipe switches on a method's name.

@@ -7,7 +7,7 @@ run, in one command, within 10 minutes on one GPU, written to results/gpu-check.
 2. paper-cifar10-vgg16, short: the real preset and code path, a few hundred training steps
    per ANN, every method, T = 16 on 2000 test images (``--set`` overrides; outputs, MLflow
    database and checkpoints go to a temporary folder, not results/);
-3. speed: bench/speed.py's simulate(T) / (T x ANN forward) ratios on the GPU.
+3. speed: bench/perf/speed.py's simulate(T) / (T x ANN forward) ratios on the GPU.
 
 Each part runs in its own process under a time limit, so a failure or a hang in one is
 reported and the others still run. Without CUDA nothing runs: a message, exit status 2.
@@ -117,7 +117,7 @@ def machine() -> dict[str, str]:
 
 
 def speed_table() -> str:
-    """bench/speed.py's simulate ratios with every tensor on the GPU, as a markdown table."""
+    """bench/perf/speed.py's simulate ratios with every tensor on the GPU, as a markdown table."""
     from . import speed
     rows = speed.simulate_ratio(3, (1, 4, 16, 32), device="cuda")
     lines = ["| net | method | T | simulate s | simulate / (T x ANN) |", "|---|---|---|---|---|"]

@@ -146,7 +146,7 @@ def activation_speedup(repeats):
 
 
 def simulate_ratio(repeats, Ts=(1, 4, 16, 32), device="cpu"):
-    """``device``: where the nets run (bench/gpu_check.py passes "cuda"); the loader stays on
+    """``device``: where the nets run (bench/perf/gpu_check.py passes "cuda"); the loader stays on
     the CPU, as a data pipeline's does, and the ANN's timing waits for the device."""
     rows = []
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)

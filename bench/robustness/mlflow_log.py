@@ -1,4 +1,4 @@
-"""Robustness curves in MLflow (issue 13 item 7): each curve is ONE metric whose step is the
+"""Robustness curves in MLflow (docs/method.md#robustness): each curve is ONE metric whose step is the
 perturbation strength, so charting one metric over the method runs overlays their curves.
 
 Metric names (mean over the rows' seeds; <point> is T_1, T_4 or T_op):

@@ -1,4 +1,4 @@
-"""Seaborn figures of the robustness stage, from its rows (issue 13 item 6): accuracy vs eps
+"""Seaborn figures of the robustness stage, from its rows (docs/method.md#robustness): accuracy vs eps
 with 95 % Student-t CI bands over seeds, the transfer matrix as a heatmap, noise sweeps, and leak vs
 accuracy under noise. Each figure is drawn at every method's operating point (T_op)."""
 from __future__ import annotations

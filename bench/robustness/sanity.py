@@ -1,4 +1,4 @@
-"""Gradient-masking sanity checks of white-box PGD through time on the trained SNNs (issue 13),
+"""Gradient-masking sanity checks of white-box PGD through time on the trained SNNs (docs/method.md#robustness),
 run by annsnn.attack_checks.gradient_masking_checks on a small subset, one row per check
 (family "sanity", attack = the check, acc = the accuracy it judges, note = pass/FAIL and
 the numbers behind it):

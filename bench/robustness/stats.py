@@ -1,4 +1,4 @@
-"""Statistics of the robustness stage, computed from its rows alone (issue 13).
+"""Statistics of the robustness stage, computed from its rows alone (docs/method.md#statistics).
 
 Every row carries its per-image correctness (``correct``, packed bits as
 annsnn.metrics.correct_bits) on the head of one fixed image pool, so:
