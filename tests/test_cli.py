@@ -111,10 +111,10 @@ def test_non_finite_data_is_one_line(monkeypatch, capsys):
 def test_list_still_lists_every_preset_when_one_does_not_load(monkeypatch, capsys):
     real = presets.load
 
-    def load(name, sets=None):
+    def load(name, sets=None, light=False):
         if name == "smoke":
             raise presets.PresetError("unknown preset key 'bogus' in smoke.yaml")
-        return real(name, sets)
+        return real(name, sets, light=light)
     monkeypatch.setattr(presets, "load", load)
     assert cli(["list"]) == 0
     out = capsys.readouterr().out
