@@ -189,3 +189,27 @@ def test_threshold_tie_needs_at_or_above():
     _assert_identical(roundtrip(snn, loader, 4, (1,)))
     strict = roundtrip(snn, loader, 4, (1,), ge=False)
     assert not strict["identical"] and strict["first_mismatch"]["t"] == 2
+
+
+def test_export_cli_from_a_runner_checkpoint(anns, data, tmp_path, capsys):
+    """The checkpoint as the runner writes it (Lightning: hyper_parameters + state_dict under
+    'model.'); the file records preset, seed, method and commit; a refusal is one line, exit 2."""
+    from interop.cli import export_main
+    hp = {"arch": "cnn-small", "activation": {"name": "steprelu", "L": 4}, "num_classes": 10,
+          "in_channels": 1, "image_size": 28, "mean": [0.286], "std": [0.353],
+          "arch_kwargs": {"width": 4}}
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": hp,
+                "state_dict": {f"model.{k}": v for k, v in anns["steprelu"].state_dict().items()}}, ckpt)
+    out = tmp_path / "single.nir"
+    args = ["--preset", "smoke", "--seed", "1", "--checkpoint", str(ckpt)]
+    assert export_main(args + ["--method", "steprelu-single", "--out", str(out)]) == 0
+    md = read_metadata(nir.read(str(out)))
+    assert (md["preset"], md["seed"], md["method"], md["arch"]) == ("smoke", 1, "steprelu-single", "cnn-small")
+    assert md["commit"] != "unknown"
+    capsys.readouterr()
+    assert export_main(args + ["--method", "steprelu", "--out", str(tmp_path / "x.nir")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "spikes per step" in err and not (tmp_path / "x.nir").exists()
+    assert export_main(args + ["--method", "maxnorm", "--out", str(tmp_path / "y.nir")]) == 2
+    assert "calibrat" in capsys.readouterr().err
