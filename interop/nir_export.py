@@ -316,7 +316,7 @@ def to_nir(snn: nn.Module, input_shape: tuple, metadata: dict | None = None):
     for k, v in (metadata or {}).items():
         if v is not None:
             meta[str(k)] = v if isinstance(v, (int, float, str, np.ndarray)) else str(v)
-    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False)
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)   # checks every edge's shapes
     return graph
 
 
