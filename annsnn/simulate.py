@@ -44,6 +44,9 @@ class SimResult:
     identical_at_t1: int | None = None     # images whose t=1 prediction equals the folded ANN's
     spike_hist: dict[str, list[int]] | None = None  # simulate(spike_hist=True): per layer,
     #                                        neuron-steps with n = 0, 1, ..., max_spikes
+    layer_error: dict[str, list[float]] | None = None  # simulate(layer_error_ts=ts): per spiking
+    #                                        layer, sum |mean output to t - ANN activation| / sum |ANN activation|, at each t of ts
+    layer_error_ts: list[int] | None = None
 
     def energy_ratio(self, t: int) -> float:
         """SNN energy over t steps / ANN energy, per image."""
@@ -126,7 +129,55 @@ def _spikes_since(m: IFNeuron, before):
     return m.spike_total if before is None else m.spike_total - before
 
 
-def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, first_index, bar):
+class _LayerError:
+    """Conversion error by depth: each spiking layer's output averaged over steps 1..t against
+    the folded ANN's activation at the same place of the graph (convert keeps module names),
+    summed over a batch as |difference| and |activation|, at the steps ``ts``."""
+
+    def __init__(self, snn, ref, neurons, ts, device):
+        self.ts, self.names = list(ts), [n for n, _ in neurons]
+        self.snn_mods = dict(snn.named_modules())
+        self.ref_mods = dict(ref.named_modules())
+        self.num = {n: torch.zeros(len(self.ts), dtype=torch.float64, device=device) for n in self.names}
+        self.den = {n: torch.zeros((), dtype=torch.float64, device=device) for n in self.names}
+        self.act, self.sum, self.handles = {}, {}, []
+
+    def reference(self, ref, x):
+        """The ANN forward with its activations kept; returns its output."""
+        hs = [self.ref_mods[n].register_forward_hook(lambda m, i, o, n=n: self.act.__setitem__(n, o))
+              for n in self.names]
+        try:
+            out = ref(x)
+        finally:
+            for h in hs:
+                h.remove()
+        for n in self.names:
+            self.den[n] += self.act[n].abs().sum(dtype=torch.float64)
+        self.sum = {}
+        return out
+
+    def start(self):
+        def keep(m, i, o, n):
+            self.sum[n] = o.detach().clone() if n not in self.sum else self.sum[n].add_(o)
+        self.handles = [self.snn_mods[n].register_forward_hook(lambda m, i, o, n=n: keep(m, i, o, n))
+                        for n in self.names]
+
+    def step(self, t):
+        if t in self.ts:
+            k = self.ts.index(t)
+            for n in self.names:
+                self.num[n][k] += (self.sum[n] / t - self.act[n]).abs().sum(dtype=torch.float64)
+
+    def stop(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def result(self) -> dict[str, list[float]]:
+        return {n: (self.num[n].cpu() / max(float(self.den[n]), 1e-30)).tolist() for n in self.names}
+
+
+def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, first_index, bar, lerr=None):
     """The time loop over one batch, without a host read: returns device tensors
     (predictions [B, T_max], correct [T_max], sum |mean output - a| [T_max] or None,
     SOPs [T_max] in float64, whether each image's summed output stayed finite [B]).
@@ -139,6 +190,8 @@ def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, firs
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
     cum = None
     preds, hits, errs, sops = [], [], [], []
+    if lerr is not None:
+        lerr.start()
     for t in range(1, T_max + 1):
         before = [m.spike_total for _, m in neurons]
         if current is not None:
@@ -153,7 +206,11 @@ def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, firs
         if a is not None:
             errs.append((mean - a).abs().sum())
         sops.append(sum((_spikes_since(m, b) * f for (_, m), b, f in zip(neurons, before, fanout)), zero))
+        if lerr is not None:
+            lerr.step(t)
         bar.update()
+    if lerr is not None:
+        lerr.stop()
     # NaN and inf never leave a running sum, so one check after the loop covers every step
     return (torch.stack(preds, 1), torch.stack(hits), torch.stack(errs) if errs else None,
             torch.stack(sops), torch.isfinite(cum).all(1))
@@ -161,7 +218,8 @@ def _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout, perturb, seed, firs
 
 def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
              perturb=None, seed: int = 0, progress: bool = True, desc: str = "simulate",
-             channels_last: bool | None = None, spike_hist: bool = False) -> SimResult:
+             channels_last: bool | None = None, spike_hist: bool = False,
+             layer_error_ts: tuple[int, ...] = ()) -> SimResult:
     """Simulate ``snn`` for ``T_max`` steps on every batch of ``loader``.
 
     ``ann``: the source ANN; it is BatchNorm-folded exactly as ``convert`` does and
@@ -177,6 +235,8 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
     t = 1 comparison stays op for op.
     ``spike_hist``: also count, per layer, the neuron-steps with n = 0, 1, ..., max_spikes
     (on a CPU this costs about as much as the multi-spike neurons' own steps).
+    ``layer_error_ts`` (needs ``ann``): the conversion error of every spiking layer at these
+    steps (``SimResult.layer_error``), for the error's growth with depth.
     """
     T_max = _check_T(T_max)
     device = next(iter(list(snn.parameters()) + list(snn.buffers())), torch.empty(0)).device
@@ -193,6 +253,8 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
         ref.to(memory_format=layout)
     dynamic = bool(getattr(perturb, "dynamic", False))
     prefix = static_prefix(snn)
+    ts = sorted({int(t) for t in layer_error_ts if 1 <= int(t) <= T_max}) if ref is not None else []
+    lerr = _LayerError(snn, ref, neurons, ts, device) if ts else None
 
     # accumulated on the device, batch after batch, in the order the host once summed them
     correct = torch.zeros(T_max, dtype=torch.float64, device=device)
@@ -220,9 +282,9 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
             if perturb is not None and not dynamic:
                 x = draw_paired(perturb, x, seed, n_images, 0)
             reset_neurons(snn)
-            a = ref(x) if ref is not None else None
+            a = (lerr.reference(ref, x) if lerr is not None else ref(x)) if ref is not None else None
             p, hits, errs, step_sops, out_ok = _run_batch(snn, prefix, x, y, a, T_max, neurons, fanout,
-                                                          perturb, seed, n_images, bar)
+                                                          perturb, seed, n_images, bar, lerr)
             finite.append(torch.stack([torch.isfinite(x).flatten(1).all(1), out_ok,
                                        torch.isfinite(a).all(1) if a is not None else out_ok], 1))
             sops_finite.append(torch.isfinite(step_sops).all())
@@ -263,4 +325,6 @@ def simulate(snn: nn.Module, loader, T_max: int, ann: nn.Module | None = None,
         res.ann_acc = float((res.ann_predictions == labels_t).double().mean())
         res.conv_error = (err_num.cpu() / max(float(err_den), 1e-30)).tolist()
         res.identical_at_t1 = int((predictions[:, 0] == res.ann_predictions).sum())
+    if lerr is not None:
+        res.layer_error, res.layer_error_ts = lerr.result(), ts
     return res

@@ -133,6 +133,8 @@ class Preset:
     val_subset: Optional[int] = None    # simulate on the head of the validation split (None = all):
     #                                     where every operating point is chosen
     deterministic: bool = False         # --deterministic: capped ISA, fixed threads, hashes comparable
+    layer_error_t: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])   # conversion error
+    #                                     per spiking layer at these t (depth as an axis); [] = off
     activations: Dict[str, Dict[str, Any]] = field(
         default_factory=lambda: {a: dict(k) for a, k in ACTIVATION_DEFAULTS.items()})
     train: Train = field(default_factory=Train)
@@ -313,7 +315,7 @@ RANGES = [
     ("robustness.sanity_images", 0, None, True, True), ("robustness.authors_s", 0, 1, True, True),
     ("robustness.authors_p", 0, 1, True, True),
 ]
-LIST_RANGES = [("summary_t", 1, None), ("robustness.T_fixed", 1, None), ("robustness.eps", 0, 255),
+LIST_RANGES = [("summary_t", 1, None), ("layer_error_t", 1, None), ("robustness.T_fixed", 1, None), ("robustness.eps", 0, 255),
                ("robustness.gaussian_sigma", 0, None), ("robustness.salt_pepper_s", 0, 1),
                ("robustness.leak_T", 1, None)]
 

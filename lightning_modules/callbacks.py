@@ -59,7 +59,8 @@ def child_name(method: str, leak: float) -> str:
 
 
 def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: float | None,
-                  val: SimResult | None = None, theta: dict | None = None) -> dict:
+                  val: SimResult | None = None, theta: dict | None = None,
+                  names: dict[str, str] | None = None) -> dict:
     """Plain-JSON summary of one simulation (what tables and plots need). ``val``: the same
     SNN on the validation split, where each method's operating point is chosen (the test
     split only reports it)."""
@@ -81,6 +82,10 @@ def result_record(method: str, leak: float, res: SimResult, ann_acc_unfolded: fl
         "val_ann_acc": val.ann_acc if val is not None else None,
         "val_n_images": val.n_images if val is not None else None,
         "thresholds": theta,
+        # conversion error by depth (spiking layer in network order) at the steps layer_error_t
+        "layer_conv_error": ({(names or {}).get(k, k): v for k, v in res.layer_error.items()}
+                             if res.layer_error else None),
+        "layer_conv_error_ts": res.layer_error_ts,
         # SHA-256 of the per-image predictions [n, T]: two machines that agree bit for bit agree here
         "predictions_sha256": sha256_tensor(res.predictions),
     }
@@ -174,7 +179,7 @@ class SNNEvaluation(L.Callback):
     def __init__(self, methods, T_max: int, leaks=(1.0,),
                  eval_every_k_epochs: int = 0, params: dict | None = None,
                  done: set | None = None, on_result: Callable[[dict, str], None] | None = None,
-                 progress: bool = True, val_subset: int | None = None):
+                 progress: bool = True, val_subset: int | None = None, layer_error_t=()):
         for m in methods:
             get_recipe(m)  # unknown name: ValueError listing the valid ones
         self.methods, self.T_max, self.leaks = list(methods), int(T_max), [float(x) for x in leaks]
@@ -182,6 +187,7 @@ class SNNEvaluation(L.Callback):
         self.params, self.done, self.on_result = params or {}, set(done or ()), on_result
         self.progress = progress
         self.val_subset = val_subset
+        self.layer_error_t = tuple(layer_error_t)
         self.records: list[dict] = []
 
     @staticmethod
@@ -219,10 +225,12 @@ class SNNEvaluation(L.Callback):
             # the spike-count distribution only says something where a step may carry n > 1
             multi = any(m.max_spikes > 1 for _, m in spiking_layers(snn))
             res = simulate(snn, dm.test_dataloader(), self.T_max, ann=ann, progress=self.progress,
-                           desc=f"SNN {child_name(method, leak)}", spike_hist=multi)
+                           desc=f"SNN {child_name(method, leak)}", spike_hist=multi,
+                           layer_error_ts=self.layer_error_t)
             val = simulate(snn, head(dm.val_dataloader(), self.val_subset), self.T_max, ann=ann,
                            progress=self.progress, desc=f"SNN {child_name(method, leak)} (validation)")
-            record = result_record(method, leak, res, ann_unfolded, val, thresholds(snn, layer_names(snn)))
+            names = layer_names(snn)
+            record = result_record(method, leak, res, ann_unfolded, val, thresholds(snn, names), names)
             run_id = (log_result(client, parent_run_id, record, self.params, layer_names(snn))
                       if client else None)
             self.records.append(record)

@@ -457,3 +457,40 @@ def test_finite_data_still_gives_finite_metrics():
     ann, x, y = small_steprelu_net(seed=4, n=16)
     res = simulate(convert(ann, "steprelu"), tiny_loader(x, y, batch_size=8), 4, ann=ann, progress=False)
     assert all(map(math.isfinite, res.sops + res.acc + res.conv_error + list(res.firing_rate.values())))
+
+
+# ----------------------------------------------------------------------------- conversion error by depth
+
+def test_layer_error_by_hand_on_one_neuron():
+    """x = 0.7 into StepReLU(theta 0.5, L 2): the ANN gives 0.5. steprelu-single fires at
+    threshold 1.0 from V0 = 0.5: outputs 1, 0, 1 -> running means 1, 0.5, 2/3, so the layer's
+    error is |1 - 0.5| / 0.5 = 1 at t = 1, 0 at t = 2 and 1/3 at t = 3; steprelu is exact at t = 1."""
+    lin = torch.nn.Linear(1, 1, bias=False)
+    out = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    ann = torch.nn.Sequential(torch.nn.Flatten(), lin, StepReLU(0.5, 2, phi=0.0), out).eval()
+    loader = [(torch.full((1, 1), 0.7), torch.zeros(1, dtype=torch.long))]
+    res = simulate(convert(ann, "steprelu-single"), loader, 3, ann=ann, progress=False, layer_error_ts=(1, 2, 3))
+    (name, errs), = res.layer_error.items()
+    assert res.layer_error_ts == [1, 2, 3] and name == "2"
+    assert errs == pytest.approx([1.0, 0.0, 1 / 3], abs=1e-6)
+    exact = simulate(convert(ann, "steprelu"), loader, 3, ann=ann, progress=False, layer_error_ts=(1,))
+    assert exact.layer_error == {"2": [0.0]}
+
+
+def test_layer_error_of_the_exact_method_is_zero_in_every_layer_at_t1():
+    torch.manual_seed(3)
+    from annsnn.models import build
+    ann = build("cnn-small", {"name": "steprelu", "theta": 0.05, "L": 20}, 10, 1, 28, mean=[0.3], std=[0.3], width=4)
+    for m in ann.modules():   # non-trivial BatchNorm statistics, so folding matters
+        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    ann.eval()
+    loader = [(torch.rand(16, 1, 28, 28), torch.zeros(16, dtype=torch.long))]
+    res = simulate(convert(ann, "steprelu"), loader, 4, ann=ann, progress=False, layer_error_ts=(1, 4))
+    assert len(res.layer_error) == 3
+    assert all(e[0] == 0.0 for e in res.layer_error.values())
+    rate = simulate(convert(ann, "steprelu-single"), loader, 4, ann=ann, progress=False, layer_error_ts=(1, 4))
+    assert all(e[0] > 0 for e in rate.layer_error.values())

@@ -299,7 +299,7 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
                               cfg["eval_every_k_epochs"],
                               params=tracking.run_params(cfg, seed, act),
                               done=done, on_result=on_result, progress=progress,
-                              val_subset=cfg["val_subset"])
+                              val_subset=cfg["val_subset"], layer_error_t=cfg["layer_error_t"])
 
     def mark_trained():
         st["trained"] = True
