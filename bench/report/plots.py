@@ -69,5 +69,7 @@ def cost_plot(cfg: dict, records: list[dict], path: Path) -> None:
 
 
 def write_plots(cfg: dict, records: list[dict], out: Path) -> None:
+    from .depth import depth_plot
     accuracy_plot(cfg, records, out / "accuracy_vs_t.png")
     cost_plot(cfg, records, out / "accuracy_vs_energy.png")
+    depth_plot(cfg, records, out / "depth.png")

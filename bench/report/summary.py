@@ -6,7 +6,7 @@ from __future__ import annotations
 from tracking.machine import class_line
 
 from .. import stats
-from . import tables
+from . import depth, tables
 from .records import claims_exactness, fmt as _fmt, ordered as _ordered
 
 
@@ -89,6 +89,8 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
     exact = "\n".join(exactness_lines(records))
     groups = _ordered(cfg, records)
     spikes = tables.spike_distribution_table(groups)
+    anns = depth.ann_table(cfg, records)
+    depth_md = depth.depth_tables(cfg, records)
     paired = paired_table(cfg, records)
     return (f"# {cfg['name']}: {cfg['dataset']} / {cfg['arch']}\n\n{cfg.get('description', '')}\n\n"
             f"Test split ({records[0]['n_images'] if records else 0} images), seeds {cfg['seeds']}, "
@@ -108,6 +110,15 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
             "largest n a layer used, for the largest layer and summed over layers (layers in "
             "sequence), the latency on hardware that only sends binary spikes.\n\n"
             f"{tables.operating_point_table(groups)}\n\n"
+            + (f"## Each method's ANN\n\nThe folded ANN's test accuracy, its gap to the ReLU ANN of the same "
+               f"seed (what the quantised activation costs before any conversion), and the range each "
+               f"activation learned per spiking layer (selection.md, where present, shows how the "
+               f"settings were chosen on validation).\n\n{anns}\n\n" if anns else "")
+            + (f"## Depth: firing rate and conversion error by spiking layer\n\nPer spiking layer in "
+               f"network order, mean over seeds: spikes per neuron per step, and the layer's output "
+               f"averaged over steps 1..t against the folded ANN's activation at the same place "
+               f"(sum of |difference| / sum of |activation|).\n\n{depth_md}\n\n![depth](depth.png)\n\n"
+               if depth_md else "")
             + (f"## Spike counts per step (multi-spike methods)\n\nFraction of neuron-steps that "
                f"send n spikes, per layer, over all test images and steps (firing rate in the "
                f"results is spikes per neuron per step, above 1 where n > 1 is allowed).\n\n"
