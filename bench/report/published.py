@@ -78,3 +78,25 @@ def table() -> str:
     for method, what, searched in NOT_FOUND:
         lines.append(f"| {method} | - | - | - | not found | {what} | searched: {searched} |")
     return "\n".join(lines)
+
+
+PAPER_PRESETS = ("paper-cifar10-vgg16", "paper-cifar10-resnet20", "paper-cifar100-vgg16", "paper-imagenet-resnet34")
+
+
+def paper_presets_table(ran: dict[str, str] | None = None) -> str:
+    """What this suite's paper presets would produce on a GPU, read from the preset files: the
+    exact command, the setting, and whether a run is committed (``ran``: preset -> where)."""
+    from .. import presets
+    ran = ran or {}
+    lines = ["| preset | dataset / network | methods | seeds, T_max, epochs | command (one seed per job, on a GPU) | "
+             "committed here |", "|---|---|---|---|---|---|"]
+    for name in PAPER_PRESETS:
+        try:
+            cfg = presets.load(name, light=True)
+        except presets.PresetError as exc:
+            lines.append(f"| {name} | does not load: {exc} | | | | |")
+            continue
+        lines.append(f"| {name} | {cfg['dataset']} / {cfg['arch']} | {', '.join(cfg['methods'])} | "
+                     f"{cfg['seeds']}, {cfg['T_max']}, {cfg['train']['epochs']} | "
+                     f"`./reproduce.sh {name} --seeds 0 --data-dir DIR` | {ran.get(name, 'not run: no GPU was lent to this project')} |")
+    return "\n".join(lines)
