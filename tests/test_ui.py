@@ -1,21 +1,27 @@
-"""The MLflow UI: the runs-table links ``./reproduce.sh ui`` prints (tracking.ui_links) and the
-routes of the installed UI they rely on."""
+"""The MLflow UI: the runs-table links ``./reproduce.sh ui`` prints (tracking.ui_links), the
+routes of the installed UI they rely on, and docs/ui/make_screenshots.py end to end (a tiny
+smoke run, ``mlflow ui``, headless Chromium) where Chromium and Fashion-MNIST are present."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 
 import tracking
-from conftest import REPO
+from conftest import REPO, run_if
 from tracking import ui_links
 
 UI_JS = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+LINK = re.compile(r"http://127\.0\.0\.1:\d+/#/experiments/(\d+)/runs\?workflowType=machine_learning"
+                  r"&viewStateShareKey=runs-by-group")
 
 
 def test_the_installed_ui_has_the_route_and_parameters_the_link_uses():
@@ -62,3 +68,34 @@ def test_no_store_yet_says_which_command_creates_it(tmp_path):
     assert "does not exist yet" in r.stdout and "./reproduce.sh" in r.stdout
     assert "http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning" in r.stdout
     assert not db.exists() and not db.parent.exists()      # the helper reads; it creates nothing
+
+
+def distinct_colours(png: Path) -> tuple[int, float]:
+    """(number of colours, share of the most common one) of an image."""
+    from PIL import Image
+    with Image.open(png) as im:
+        rgb = im.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 24)
+    top = max(n for n, _ in colours)
+    return len(colours), top / (rgb.width * rgb.height)
+
+
+@run_if(fashion_mnist=True)
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="no chromium on PATH (apt-get install chromium)")
+def test_make_screenshots_draws_the_three_pages(tmp_path):
+    """The script as a user runs it, into tmp_path: it fails by itself when a page lacks what
+    it should show (run_group column, run names, the loaded figure) or shows a temporary path.
+    About 150-170 s on two cores shared with a load of 10 (a 70 s run, 30 s of screenshots)."""
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(REPO / "docs" / "ui" / "make_screenshots.py"), "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    took = time.time() - t0
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert LINK.search(r.stdout), r.stdout[-2000:]
+    for name in ("runs-table.png", "comparison.png", "robustness-overlay.png"):
+        png = tmp_path / name
+        assert png.stat().st_size > 30_000, f"{name}: {png.stat().st_size} bytes, a blank page's size"
+        n, top = distinct_colours(png)
+        assert n > 200 and top < 0.9, f"{name}: {n} colours, the commonest covers {top:.0%} (blank?)"
+    print(f"make_screenshots.py took {took:.0f} s")
