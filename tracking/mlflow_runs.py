@@ -28,7 +28,8 @@ STORE_DIR = Path(os.environ.get("ANNSNN_STORE_DIR") or PROJECT_ROOT / "store").e
 DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR / 'mlflow.db'}"
 DEFAULT_ARTIFACTS = (STORE_DIR / "mlartifacts").as_uri()
 # MLflow 3 opens an experiment without this tag in its GenAI (traces) view; this value is
-# the "Model training" view, whose runs table and charts show these runs.
+# the "Model training" view, whose runs table and charts show these runs. (MLflow 3.17's
+# Experiments list still opens the GenAI overview first: ``ui_links`` prints the runs table's link.)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # A saved view of the runs table, kept as an experiment tag in the envelope MLflow 3.17's UI
 # writes for its own saved views: listed by name under Views, and opened by its key from a link
