@@ -6,7 +6,7 @@
 #   ./reproduce.sh <preset>     run a preset from bench/presets/ (e.g. cpu-cifar10)
 #   ./reproduce.sh speed        run the speed benchmark (writes results/speed.md)
 #   ./reproduce.sh gpu-check    on a CUDA GPU: exactness, a short paper run, simulate speed (writes results/gpu-check.md)
-#   ./reproduce.sh ui           MLflow UI on http://127.0.0.1:5000
+#   ./reproduce.sh ui           MLflow UI on http://127.0.0.1:5000 (prints each experiment's runs-table link)
 #   ./reproduce.sh setup        only create/update .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,7 +50,10 @@ case "$cmd" in
         if [ -z "${MLFLOW_DISABLE_TELEMETRY+set}${DO_NOT_TRACK+set}" ]; then
             export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
         fi
-        exec .venv/bin/mlflow ui --backend-store-uri "${MLFLOW_TRACKING_URI:-sqlite:///store/mlflow.db}" \
+        # each experiment's runs table (the Experiments list opens an overview page instead)
+        store="${MLFLOW_TRACKING_URI:-sqlite:///store/mlflow.db}"
+        "$PY" -m tracking.ui_links --store "$store" --base "http://127.0.0.1:${PORT:-5000}" || true
+        exec .venv/bin/mlflow ui --backend-store-uri "$store" \
             --default-artifact-root ./store/mlartifacts --host 127.0.0.1 --port "${PORT:-5000}" ;;
     list)
         setup

@@ -7,7 +7,8 @@ callback (none of them needs Lightning): ``import tracking`` and use them by nam
 - ``plots``: figures built in memory for ``log_figure``;
 - ``optuna_runs``: an Optuna study as a parent run with one nested run per trial;
 - ``store``: the SQLite store created, upgraded or repaired in one step (``ensure_store``);
-- ``comparison``: one run per seed with every method's curves, and the params' one name per knob.
+- ``comparison``: one run per seed with every method's curves, and the params' one name per knob;
+- ``ui_links``: each experiment's runs-table link, printed by ``./reproduce.sh ui``.
 
 MLflow 3 sends usage telemetry unless told not to; importing this package turns it off (see
 ``telemetry_off``) before MLflow is imported.

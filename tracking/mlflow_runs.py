@@ -7,6 +7,7 @@ chart any selection of runs side by side.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from itertools import islice
@@ -27,8 +28,18 @@ STORE_DIR = Path(os.environ.get("ANNSNN_STORE_DIR") or PROJECT_ROOT / "store").e
 DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR / 'mlflow.db'}"
 DEFAULT_ARTIFACTS = (STORE_DIR / "mlartifacts").as_uri()
 # MLflow 3 opens an experiment without this tag in its GenAI (traces) view; this value is
-# the "Model training" view, whose runs table and charts show these runs.
+# the "Model training" view, whose runs table and charts show these runs. (MLflow 3.17's
+# Experiments list still opens the GenAI overview first: ``ui_links`` prints the runs table's link.)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A saved view of the runs table, kept as an experiment tag in the envelope MLflow 3.17's UI
+# writes for its own saved views: listed by name under Views, and opened by its key from a link
+# (``#/experiments/<id>/runs?viewStateShareKey=runs-by-group``, see ``ui_links``). It shows the
+# run_group and seed tags as columns (the UI's column keys), newest run first.
+VIEW_KEY = "runs-by-group"
+RUNS_VIEW = {"selectedColumns": ["tags.`run_group`", "tags.`seed`"],
+             "orderByKey": "attributes.start_time", "orderByAsc": False}
+VIEW_TAGS = {f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(
+    {"name": "Run groups", "createdAt": 1767225600000, "state": json.dumps(RUNS_VIEW)})}
 
 
 def tracking_uri(override: str | None = None) -> str:
@@ -41,7 +52,8 @@ def tracking_uri(override: str | None = None) -> str:
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """One experiment per preset or study (restored if deleted), shown in MLflow's classic
-    "Model training" view. The store is created or repaired first (``ensure_store``). A
+    "Model training" view, with the runs table's run_group view (``ui_links``). The store is
+    created or repaired first (``ensure_store``). A
     local SQLite store keeps its artifacts in ``mlartifacts/<name>`` beside its database
     file: the default store under store/, a test's temporary database its own folder (the
     plain-folder artifact store MLflow deprecates is never used)."""
@@ -50,15 +62,15 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
-        if exp.tags.get("mlflow.experimentKind") is None:   # made before the tag existed here
-            for k, v in EXPERIMENT_KIND.items():
+        for k, v in {**EXPERIMENT_KIND, **VIEW_TAGS}.items():   # made before these tags existed here
+            if exp.tags.get(k) is None:
                 client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     uri, loc = client.tracking_uri, None
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):]).expanduser().resolve()
         loc = (db.parent / "mlartifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=loc, tags=EXPERIMENT_KIND)
+    return client.create_experiment(name, artifact_location=loc, tags={**EXPERIMENT_KIND, **VIEW_TAGS})
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
