@@ -72,7 +72,7 @@ def test_the_summary_gains_the_section_only_with_interop_data():
     with_it = summary.render(run.cfg, run.records, run.manifest, interop=data)
     section = interop_page.section(data)
     assert section in with_it and with_it.index(section) < with_it.index("## Methods")
-    assert with_it.replace(section + "\n", "") == plain
+    assert with_it.replace(section, "") == plain
 
 
 def test_the_report_reads_interop_json_beside_the_seeds_and_renders_both_pages(tmp_path):

@@ -106,8 +106,8 @@ def test_the_stage_on_a_tiny_run(tiny_run):
     text = (out / "summary.md").read_text()
     assert text == summary.render(run.cfg, run.records, run.manifest, interop=data)
     assert "## Interoperability: NIR export, snnTorch, NeuroBench" in text
-    assert summary.render(run.cfg, run.records, run.manifest) in text.replace(
-        interop_page.section(data) + "\n", "")
+    assert summary.render(run.cfg, run.records, run.manifest) == text.replace(
+        interop_page.section(data), "")
     # MLflow: the file and NeuroBench's figures on each method's nested run
     kids = _children(uri)
     client = MlflowClient(uri)

@@ -116,7 +116,7 @@ def render(cfg: dict, records: list[dict], man: dict, interop: dict | None = Non
             + (f"## Paired comparisons on the same test images\n\n"
                f"Each method against the one that claims exactness, at fixed budgets of t steps; "
                f"discordant images summed over seeds.\n\n{paired}\n\n" if paired else "")
-            + (f"{interop_page.section(interop)}\n" if interop else "")
+            + interop_page.section(interop)
             + f"## Methods\n\n{_methods_table(records, cfg)}\n\n"
             + (f"{DEVIATIONS}\n\n" if all(r.get("description") for r in records) else
                "This run predates the recorded method definitions; the baselines' conventions "
