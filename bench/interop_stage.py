@@ -48,7 +48,7 @@ from .report.summary import render as render_summary
 from .run import deterministic, preflight
 from .run.layout import checkpoint_path, seed_dir
 from .run.runner import datamodule, default_out
-from .run.state import STATE_FILE
+from .run.state import STATE_FILE, RunLock
 
 TS = (1, 4, 32)                   # the fixed budgets of the record, beside the operating point
 ROUND_TRIP_T_MIN = 32
@@ -265,7 +265,8 @@ def run(cfg: dict, seed: int | None = None, images: int = 1000, neurobench_image
         out_dir: Path | None = None, publish: bool = False, tracking_uri: str | None = None,
         runs_dir=None) -> dict:
     """The stage on one seed of a finished run of ``cfg``; returns interop.json's content.
-    Raises StageError (one line) when the run, a checkpoint or the extra is missing."""
+    Raises StageError (one line) when the run, a checkpoint or the extra is missing, and
+    LockBusy when a run of the same seed holds its folder."""
     t0 = time.time()
     try:
         interop.check_extras()
@@ -286,6 +287,18 @@ def run(cfg: dict, seed: int | None = None, images: int = 1000, neurobench_image
                          "did not finish training; finish it with python -m bench run --resume")
     out = Path(out_dir or default_out(name, publish, runs_dir))
     preflight.writable_dir(out, "output folder (--out)")
+    # the seed's folder is read (checkpoints, state) and written (interop/): not while a run
+    # of the same seed changes it (LockBusy: one line naming the holder)
+    with RunLock(seed_dir(name, seed, runs_dir), what=f"interop stage of preset {name}, seed {seed}"):
+        data = _stage(cfg, seed, state, ckpts, groups, images, neurobench_images, out, tracking_uri,
+                      runs_dir, t0)
+    write(out, data)
+    return data
+
+
+def _stage(cfg: dict, seed: int, state: dict, ckpts: dict, groups: dict, images: int,
+           neurobench_images: int, out: Path, tracking_uri: str | None, runs_dir, t0: float) -> dict:
+    name, run_cfg = cfg["name"], state["preset"]
     threads = run_cfg["trainer"]["threads"]
     if run_cfg.get("deterministic") and deterministic.env_is_set(int(threads or torch.get_num_threads())):
         deterministic.apply(int(threads or torch.get_num_threads()))   # the run's kernel caps
@@ -297,7 +310,7 @@ def run(cfg: dict, seed: int | None = None, images: int = 1000, neurobench_image
         torch.set_num_threads(int(threads))
     records = _records(state, seed)
     dm = datamodule(run_cfg, seed, run_cfg["test_subset"], "test")
-    batches, x, y = _images(dm.test_dataloader(), images)
+    batches, _, y = _images(dm.test_dataloader(), images)
     nb_batches, nb_x, nb_y = _images(dm.test_dataloader(), neurobench_images)
     nb_loader = DataLoader(TensorDataset(nb_x, nb_y), batch_size=dm.eval_batch_size)
     calib = dm.calib_dataloader()
@@ -336,7 +349,6 @@ def run(cfg: dict, seed: int | None = None, images: int = 1000, neurobench_image
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "images": int(len(y)),
             "neurobench_images": int(len(nb_y)), "batch_size": int(dm.eval_batch_size), "ts": list(TS),
             "wall_seconds": round(time.time() - t0, 1), "methods": entries}
-    write(out, data)
     return data
 
 

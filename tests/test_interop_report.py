@@ -49,7 +49,7 @@ def test_the_section_says_per_method_what_happened_and_shows_neurobench(tmp_path
     data = interop_data()
     text = interop_page.section(data)
     lines = [ln for ln in text.splitlines() if ln.startswith("- ")]
-    assert lines[0].startswith("- `maxnorm` (leak 1): exported (12 NIR nodes) and verified in snnTorch 1.0.0: "
+    assert lines[0].startswith("- `maxnorm` (leak 1): exported and verified in snnTorch 1.0.0 (12 NIR nodes): "
                                "identical predictions on 100/100 at t = 1, 100/100 at t = 4, 100/100 at t = 32, "
                                "100/100 at the operating point t = 7 (100/100 at every t <= 32); spike counts "
                                "equal in 9,586 of 9,600 (image, layer, step) cells.")

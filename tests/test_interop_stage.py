@@ -72,7 +72,7 @@ def test_the_stage_on_a_tiny_run(tiny_run):
         m = by[name]
         rt = m["roundtrip"]
         assert m["export"]["status"] == "verified", m["line"]
-        assert m["line"].startswith("exported (") and "verified in snnTorch 1.0.0" in m["line"]
+        assert m["line"].startswith("exported and verified in snnTorch 1.0.0 (12 NIR nodes): ")
         assert rt["identical_all_t"] == rt["n_images"] == 100 and rt["T"] >= 32
         assert all(v == 100 for v in rt["identical"].values())
         assert rt["spike_cells_equal"] == rt["spike_cells"] > 0
@@ -141,6 +141,12 @@ def test_bench_export_and_interop_from_the_command_line(tiny_run, tmp_path, caps
         assert [float(np.unique(node.v_threshold)[0]) for node in ifs] == \
             [float(np.float32(v)) for v in record["thresholds"].values()]
         assert "interop/maxnorm.nir" in [a.path for a in MlflowClient(uri).list_artifacts(run_id, "interop")]
+        # not while a run of the same seed holds its folder
+        from bench.run.state import LockBusy, RunLock
+        with RunLock(runner.seed_dir("smoke", int(seed)), what="a run"):
+            with pytest.raises(LockBusy, match="is in use by another run"):
+                interop_stage.run(cfg, int(seed), out_dir=tmp_path / "r", tracking_uri=uri)
+        assert not (tmp_path / "r" / "interop.json").exists()
         # the stage through the command line: a missing seed is one line, exit 2
         assert cli(["interop", "--preset", "smoke", "--seed", "99", "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err

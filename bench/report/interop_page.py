@@ -58,7 +58,7 @@ def status_line(m: dict, versions: dict) -> str:
             f"{rt['spike_cells']:,} (image, layer, step) cells"
             + ("" if op else "; no operating point (not within 1 point of its ANN on validation by T_max)"))
     if ex["status"] == "verified":
-        return f"exported ({ex['nodes']} NIR nodes) and verified in {snntorch}: {what}"
+        return f"exported and verified in {snntorch} ({ex['nodes']} NIR nodes): {what}"
     return f"exported ({ex['nodes']} NIR nodes), but {snntorch} differs: {what}"
 
 
