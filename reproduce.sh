@@ -7,7 +7,7 @@
 #   ./reproduce.sh speed        run the speed benchmark (writes results/speed.md)
 #   ./reproduce.sh gpu-check    on a CUDA GPU: exactness, a short paper run, simulate speed (writes results/gpu-check.md)
 #   ./reproduce.sh ui           MLflow UI on http://127.0.0.1:5000 (prints each experiment's runs-table link)
-#   ./reproduce.sh setup        only create/update .venv
+#   ./reproduce.sh setup        only create/update .venv (the package with its dev and interop extras)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=.venv/bin/python
@@ -17,11 +17,15 @@ setup() {
         echo "[setup] creating .venv"
         python3 -m venv .venv
     fi
-    # Reinstall only when pyproject.toml changed since the last successful install.
-    if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-        echo "[setup] installing the package and its pinned dependencies (first time: a few minutes)"
+    # Reinstall only when pyproject.toml or this script (the install commands below) changed
+    # since the last successful install.
+    if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ reproduce.sh -nt .venv/.installed ]; then
+        echo "[setup] installing the package, its pinned dependencies and the interop extra (first time: a few minutes)"
         "$PY" -m pip install -q --upgrade pip
-        "$PY" -m pip install -q -e '.[dev]'
+        "$PY" -m pip install -q -e '.[dev,interop]'
+        # NeuroBench without its declared dependencies, which serve only its datasets and audio
+        # pre-processors (torchaudio has no build for this torch): docs/interop.md#installing
+        "$PY" -m pip install -q --no-deps neurobench==2.3.0
         touch .venv/.installed
     fi
 }

@@ -6,6 +6,8 @@
     python -m bench run --preset paper-cifar10-vgg16 --dry-run --data-dir DIR   (a few batches, CPU)
     python -m bench report --preset smoke [--migrate]   (aggregate finished seeds, no training)
     python -m bench report --all                        (every preset + results/README.md)
+    python -m bench export --preset smoke --method maxnorm --out maxnorm.nir   (one SNN of a finished run as NIR)
+    python -m bench interop --preset smoke [--seed K] [--publish]   (NIR, snnTorch round trip, NeuroBench)
     python -m bench list
     python -m bench speed
 """
@@ -65,6 +67,29 @@ def main(argv=None) -> int:
                          "and README.md's generated result blocks")
     rp.add_argument("--migrate", action="store_true",
                     help="first move a legacy folder (top-level results.json) into seeds/seed<k>/")
+    ex = sub.add_parser("export", help="write one method's SNN of a finished run as a NIR graph "
+                                       "(docs/interop.md)")
+    ex.add_argument("--preset", required=True, help="the run's preset")
+    ex.add_argument("--seed", type=int, default=None, help="the run's seed (default: the preset's first)")
+    ex.add_argument("--method", required=True, help="conversion method, as the preset names it")
+    ex.add_argument("--leak", type=float, default=1.0)
+    ex.add_argument("--leak-mode", default="exp", choices=["exp", "linear"])
+    ex.add_argument("--checkpoint", default=None,
+                    help="the ANN's checkpoint (default: runs/<preset>/seed<k>/<activation>/last.ckpt)")
+    ex.add_argument("--out", required=True, help="the .nir file to write")
+    ex.add_argument("--tracking-uri", default=None,
+                    help="where the method's MLflow run is (default as for run); the file is logged there")
+    ip = sub.add_parser("interop", help="every method of a finished run: NIR export, the same SNN in "
+                                        "snnTorch, NeuroBench's metrics (writes interop.json, interop.md)")
+    ip.add_argument("--preset", required=True, help="the run's preset")
+    ip.add_argument("--seed", type=int, default=None, help="the run's seed (default: the preset's first)")
+    ip.add_argument("--images", type=int, default=1000, help="first N test images for the snnTorch round trip")
+    ip.add_argument("--neurobench-images", type=int, default=200,
+                    help="first N test images for NeuroBench's metrics (NeuroBench is slow)")
+    ip.add_argument("--out", default=None,
+                    help="results folder (default runs/<preset>/results/; results/<preset>/ with --publish)")
+    ip.add_argument("--publish", action="store_true", help="maintainers: write into results/<preset>/")
+    ip.add_argument("--tracking-uri", default=None, help="MLflow store of the run (default as for run)")
     s = sub.add_parser("speed", help="speed benchmark (writes results/speed.md)")
     s.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke check)")
     args = parser.parse_args(argv)
@@ -76,6 +101,8 @@ def main(argv=None) -> int:
         return list_presets()
     if args.cmd == "report":
         return report_command(args)
+    if args.cmd in ("export", "interop"):
+        return interop_command(args, argv)
     if args.cmd == "speed":
         from .perf import speed
         return speed.main(quick=args.quick)
@@ -176,6 +203,56 @@ def report_command(args) -> int:
             print(f"[report] moved results/{args.preset} into seeds/: {len(moved)} files")
         print(pages.aggregate(folder))
     except report.LayoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def interop_command(args, argv=None) -> int:
+    """``export`` and ``interop``: argument and preset errors are one line before torch loads.
+    A run made in deterministic mode is read again with the same kernel caps."""
+    from . import presets
+    try:
+        cfg = presets.load(args.preset, light=True)
+        if args.seed is not None and args.seed < 0:
+            raise presets.PresetError(f"--seed must be >= 0, got {args.seed}")
+        if args.cmd == "interop":
+            for flag, n in (("--images", args.images), ("--neurobench-images", args.neurobench_images)):
+                if n < 1:
+                    raise presets.PresetError(f"{flag} must be >= 1, got {n}")
+    except presets.PresetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seed = cfg["seeds"][0] if args.seed is None else args.seed
+    from .run.layout import seed_dir
+    state = seed_dir(cfg["name"], seed) / "state.json"
+    run_cfg = json.loads(state.read_text())["preset"] if state.exists() else cfg
+    if run_cfg.get("deterministic"):
+        code = _deterministic_env(run_cfg, argv)
+        if code is not None:
+            return code
+    from pathlib import Path
+
+    from lightning_modules.data_dir import DataUnavailableError
+
+    import tracking
+
+    from . import interop_stage
+    from .run import preflight
+    try:
+        if args.cmd == "export":
+            argv = ["--preset", cfg["name"], "--seed", str(seed), "--method", args.method,
+                    "--leak", repr(args.leak), "--leak-mode", args.leak_mode, "--out", args.out]
+            argv += ["--checkpoint", args.checkpoint] if args.checkpoint else []
+            return interop_stage.export_command(cfg, argv, seed, args.method, args.leak, args.out,
+                                                args.tracking_uri)
+        interop_stage.run(cfg, seed, images=args.images, neurobench_images=args.neurobench_images,
+                          out_dir=Path(args.out) if args.out else None, publish=args.publish,
+                          tracking_uri=args.tracking_uri)
+    except DataUnavailableError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except (interop_stage.StageError, preflight.PreflightError, tracking.StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -5,10 +5,10 @@ Imports ``annsnn`` only. The optional packages (nir, nirtorch, snntorch, neurobe
 imported inside the functions that need them: ``import interop`` works without them, and a
 call without them raises ``MissingExtraError`` with one line naming the install command.
 """
-from ._deps import INSTALL_HINT, MissingExtraError
+from ._deps import INSTALL_HINT, MissingExtraError, check_extras
 from .nir_export import ExportError, check_exportable, export_snn, graph_input, to_nir
 
-__all__ = ["ExportError", "MissingExtraError", "INSTALL_HINT", "check_exportable", "export_snn",
+__all__ = ["ExportError", "MissingExtraError", "INSTALL_HINT", "check_exportable", "check_extras", "export_snn",
            "graph_input", "to_nir", "roundtrip", "neurobench_metrics"]
 
 

@@ -19,3 +19,10 @@ def need(module: str, what: str):
             f"{INSTALL_HINT} and pip install --no-deps neurobench==2.3.0"
         raise MissingExtraError(f"{what} needs the package '{module.split('.')[0]}', which is not "
                                 f"installed: {hint}") from exc
+
+
+def check_extras(neurobench: bool = True) -> None:
+    """MissingExtraError (one line, the install command) unless the interop extra (and, with
+    ``neurobench``, NeuroBench) imports: a check before any work."""
+    for module in ["nir", "nirtorch", "snntorch", "h5py"] + (["neurobench"] if neurobench else []):
+        need(module, "the interop stage")

@@ -30,7 +30,7 @@ from torch import nn
 from annsnn.neurons import IFNeuron, reset_neurons
 
 from ._deps import need
-from .nir_export import _SKIP, _leaves, ExportError
+from .nir_export import SKIP, ExportError, sequential_leaves
 
 
 class SpikeCount(nn.Module):
@@ -101,12 +101,12 @@ def spike_count_view(snn: nn.Module, T: int) -> TimeLoop:
     """``snn`` (sequential; its modules are shared, not copied) with the two adapters, run
     for ``T`` steps per call."""
     try:
-        leaves = _leaves(snn)
+        leaves = sequential_leaves(snn)
     except ExportError as exc:
         raise ExportError(f"NeuroBench view: {exc}") from None
     body, theta = [], None
     for _, m in leaves:
-        if isinstance(m, _SKIP):
+        if isinstance(m, SKIP):
             continue
         if isinstance(m, IFNeuron):
             body.append(SpikeCount(m))

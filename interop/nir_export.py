@@ -45,7 +45,7 @@ from ._deps import need
 # import both use 1e-4 s), so its importer reads the leak back as beta = 1 - dt/tau.
 DT = 1e-4
 
-_SKIP = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+SKIP = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
 class ExportError(ValueError):
@@ -70,7 +70,7 @@ class NeuronSpec:
         self.v_reset = float(np.float32(-self.phi * self.theta))
 
 
-def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+def sequential_leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The leaf layers of a (nested) nn.Sequential in execution order."""
     if not isinstance(model, nn.Sequential):
         raise ExportError(f"'{prefix or type(model).__name__}' is {type(model).__name__}, not a "
@@ -80,7 +80,7 @@ def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     for name, m in model.named_children():
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(m, nn.Sequential):
-            out += _leaves(m, path)
+            out += sequential_leaves(m, path)
         else:
             out.append((path, m))
     return out
@@ -104,9 +104,9 @@ def neuron_refusal(name: str, m: IFNeuron) -> str | None:
 
 def check_exportable(snn: nn.Module) -> None:
     """Raise ExportError (one line) for anything NIR cannot express exactly."""
-    leaves = _leaves(snn)
+    leaves = sequential_leaves(snn)
     supported = (Normalize, nn.Conv2d, nn.Linear, nn.AvgPool2d, nn.Flatten, IFNeuron,
-                 nn.BatchNorm2d) + _SKIP
+                 nn.BatchNorm2d) + SKIP
     for name, m in leaves:
         if not isinstance(m, supported):
             raise ExportError(f"layer '{name}' is {type(m).__name__}, which the NIR export does "
@@ -124,7 +124,7 @@ def check_exportable(snn: nn.Module) -> None:
             raise ExportError(f"layer '{name}' pads with '{m.padding_mode}': NIR's Conv2d pads with zeros")
     if not any(isinstance(m, IFNeuron) for _, m in leaves):
         raise ExportError("the network has no spiking layer")
-    if isinstance(next(m for _, m in reversed(leaves) if not isinstance(m, _SKIP)), IFNeuron):
+    if isinstance(next(m for _, m in reversed(leaves) if not isinstance(m, SKIP)), IFNeuron):
         raise ExportError("the network ends in a spiking layer; the export expects the suite's "
                           "non-spiking classifier as the last layer")
 
@@ -132,7 +132,7 @@ def check_exportable(snn: nn.Module) -> None:
 def _shapes(snn: nn.Module, input_shape: tuple) -> dict[str, tuple]:
     """Per-sample output shape of every leaf, from one forward pass on zeros (neuron state and
     statistics are saved and restored)."""
-    leaves = _leaves(snn)
+    leaves = sequential_leaves(snn)
     shapes: dict[str, tuple] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])))
              for n, m in leaves]
@@ -181,7 +181,7 @@ def neuron_specs(snn: nn.Module, input_shape: tuple) -> list[NeuronSpec]:
     check_exportable(snn)
     shapes = _shapes(snn, input_shape)
     specs, k = [], 0
-    for name, m in _leaves(snn):
+    for name, m in sequential_leaves(snn):
         if isinstance(m, IFNeuron):
             k += 1
             specs.append(NeuronSpec(f"if{k}" if m.leak == 1.0 else f"lif{k}", name,
@@ -215,8 +215,8 @@ def to_nir(snn: nn.Module, input_shape: tuple, metadata: dict | None = None):
         return tuple(int(s) for s in shape[-2:])
 
     graph_meta = {}
-    for path, m in _leaves(snn):
-        if isinstance(m, _SKIP):
+    for path, m in sequential_leaves(snn):
+        if isinstance(m, SKIP):
             continue
         meta = {"module": path}
         if isinstance(m, Normalize) and prev == "input":

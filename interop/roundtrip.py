@@ -213,6 +213,7 @@ def compare(suite: Trace, other: Trace) -> dict:
         "n_images": n, "T": T,
         "images_identical_all_t": int(same_pred.all(1).sum()),
         "images_identical_at_T": int(same_pred[:, -1].sum()),
+        "images_identical_per_t": [int(v) for v in same_pred.sum(0)],     # index t - 1
         "acc_suite": suite.acc, "acc_other": other.acc,
         "layers": [],
     }

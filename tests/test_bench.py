@@ -178,7 +178,7 @@ def test_resume_skips_a_group_that_finished(tmp_path, monkeypatch, capsys):
                           "summary_t=[1,2]", "arch_kwargs={width: 4}", "trainer.threads=1"])
     assert list(presets.activation_groups(cfg)) == ["relu", "steprelu"]
     import lightning_modules.callbacks as cb
-    real_simulate, real_module, real_load = cb.simulate, runner._module, runner.ANNClassifier.load_from_checkpoint
+    real_simulate, real_module, real_load = cb.simulate, runner.ann_module, runner.ANNClassifier.load_from_checkpoint
     built, loaded, simulated, crash = [], [], [], {"on": True}
 
     def module(cfg, act, info):
@@ -194,7 +194,7 @@ def test_resume_skips_a_group_that_finished(tmp_path, monkeypatch, capsys):
         if crash["on"] and built[-1:] == ["steprelu"]:
             raise _Boom("interrupted in the second group")
         return real_simulate(snn, *a, **k)
-    monkeypatch.setattr(runner, "_module", module)
+    monkeypatch.setattr(runner, "ann_module", module)
     monkeypatch.setattr(runner.ANNClassifier, "load_from_checkpoint", load)
     monkeypatch.setattr(cb, "simulate", simulate)
     with pytest.raises(_Boom):

@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,38 @@ def test_reproduce_sh_list_lists_the_presets(tmp_path):
     assert [line.split()[0] for line in proc.stdout.splitlines()] == presets.available()
     helped = subprocess.run(["./reproduce.sh", "help"], capture_output=True, text=True, cwd=proj).stdout
     assert "./reproduce.sh list" in helped and "set -euo" not in helped
+
+
+def test_setup_installs_the_interop_extra_once_and_again_when_the_install_changes(tmp_path):
+    """`./reproduce.sh setup` (and so `./reproduce.sh test`) installs the dev and interop
+    extras and NeuroBench without its dependencies; it does nothing while .venv/.installed is
+    newer than pyproject.toml and reproduce.sh, and installs again when either changes."""
+    proj = fake_project(tmp_path)
+    calls = tmp_path / "calls"
+    py = proj / ".venv" / "bin" / "python"
+    py.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')      # records what pip would have done
+    stamp = proj / ".venv" / ".installed"
+
+    def setup() -> list[str]:
+        calls.write_text("")
+        proc = subprocess.run(["./reproduce.sh", "setup"], capture_output=True, text=True, cwd=proj)
+        assert proc.returncode == 0, proc.stderr
+        return calls.read_text().splitlines()
+
+    def age(path: Path, seconds: int) -> None:
+        os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+    for f in ("pyproject.toml", "reproduce.sh"):
+        age(proj / f, 60)
+    age(stamp, 30)
+    assert setup() == []
+    installs = ["-m pip install -q --upgrade pip", "-m pip install -q -e .[dev,interop]",
+                "-m pip install -q --no-deps neurobench==2.3.0"]
+    for changed in ("pyproject.toml", "reproduce.sh"):
+        age(stamp, 30)
+        (proj / changed).touch()
+        assert setup() == installs, changed
+        assert setup() == [], f"installed again after {changed} with nothing changed"
 
 
 # ----------------------------------------------------------------------------- SLURM

@@ -754,7 +754,7 @@ def entries(drive) -> tuple[dict, list]:
 
 
 def first_batch(name, **kw):
-    """What bench/run/runner.py's _datamodule does, then the first training batch."""
+    """What bench/run/runner.py's datamodule does, then the first training batch."""
     def drive():
         dm = D.build_datamodule(name, **kw)
         dm.prepare_data()

@@ -158,3 +158,27 @@ def test_help_list_and_an_argument_error_load_no_torch():
                  ["run", "--preset", "smoke", "--seeds", "0,,a"]):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
         assert "HEAVY []" in out.stdout, (args, out.stdout[-500:], out.stderr[-800:])
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["export", "--help"], 0, ""),
+    (["interop", "--help"], 0, ""),
+    (["export", "--preset", "smoke", "--method", "maxnorm"], 2, "the following arguments are required: --out"),
+    (["export", "--preset", "nope", "--method", "maxnorm", "--out", "x.nir"], 2, "error: unknown preset 'nope'"),
+    (["export", "--preset", "smoke", "--seed", "-1", "--method", "maxnorm", "--out", "x.nir"], 2,
+     "error: --seed must be >= 0, got -1"),
+    (["interop", "--preset", "smoke", "--images", "0"], 2, "error: --images must be >= 1, got 0"),
+    (["interop", "--preset", "smoke", "--neurobench-images", "-3"], 2,
+     "error: --neurobench-images must be >= 1, got -3"),
+    (["interop", "--preset", "smoke", "--seed", "x"], 2, "argument --seed: invalid int value: 'x'"),
+])
+def test_export_and_interop_help_and_argument_errors_load_no_torch(args, code, words):
+    snippet = ("import sys\nfrom bench.__main__ import main\n"
+               "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+               "heavy = [m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules]\n"
+               "print('RC', rc, 'HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", snippet, *args], capture_output=True, text=True, cwd=REPO)
+    assert f"RC {code} HEAVY []" in out.stdout, (args, out.stdout[-500:], out.stderr[-800:])
+    assert words in out.stderr and "Traceback" not in out.stderr, out.stderr
+    if words.startswith("error: "):
+        assert out.stderr.count("\n") == 1, out.stderr

@@ -84,6 +84,7 @@ def _loader(data):
 
 def _assert_identical(r):
     assert r["images_identical_all_t"] == r["n_images"], r
+    assert r["images_identical_per_t"] == [r["n_images"]] * r["T"], r
     for layer in r["layers"]:
         assert layer["cells_equal"] == layer["cells"], r
         assert layer["spikes_suite"] > 0, f"layer {layer['suite']} never fired: the check is empty"
@@ -213,3 +214,55 @@ def test_export_cli_from_a_runner_checkpoint(anns, data, tmp_path, capsys):
     assert "\n" not in err and "spikes per step" in err and not (tmp_path / "x.nir").exists()
     assert export_main(args + ["--method", "maxnorm", "--out", str(tmp_path / "y.nir")]) == 2
     assert "calibrat" in capsys.readouterr().err
+
+
+def test_bench_export_finds_the_runners_checkpoint_and_logs_on_the_methods_run(anns, tmp_path, capsys,
+                                                                               monkeypatch):
+    """``python -m bench export``: the checkpoint where the runner leaves it
+    (runs/<preset>/seed<k>/<activation>/last.ckpt), the file logged on the method's nested run
+    ``<method>-leak<l>`` under the ANN's run that state.json records, one line either way."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    import tracking
+    from bench.__main__ import main as cli
+    from bench.run.layout import checkpoint_path, seed_dir
+    monkeypatch.setenv("ANNSNN_RUNS_DIR", str(tmp_path / "runs"))
+    hp = {"arch": "cnn-small", "activation": {"name": "steprelu", "L": 4}, "num_classes": 10,
+          "in_channels": 1, "image_size": 28, "mean": [0.286], "std": [0.353], "arch_kwargs": {"width": 4}}
+    ckpt = checkpoint_path("smoke", 1, "steprelu")
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"hyper_parameters": hp,
+                "state_dict": {f"model.{k}": v for k, v in anns["steprelu"].state_dict().items()}}, ckpt)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = ["export", "--preset", "smoke", "--seed", "1", "--method", "steprelu-single", "--tracking-uri", uri]
+    # no store there: written, not logged, and the store is not created
+    assert cli(base + ["--out", str(tmp_path / "a.nir")]) == 0
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[0].startswith(f"wrote {tmp_path / 'a.nir'}: steprelu-single")
+    assert said[1].startswith("not logged in MLflow: no tracking store at ") and len(said) == 2
+    assert read_metadata(nir.read(str(tmp_path / "a.nir")))["checkpoint"] == str(ckpt)
+    assert not (tmp_path / "mlflow.db").exists()
+    # the run as the runner records it: the ANN's run in state.json, the method's run nested under it
+    client = MlflowClient(tracking.tracking_uri(uri))
+    exp = tracking.get_or_create_experiment(client, "smoke")
+    parent = client.create_run(exp, run_name="cnn-small-steprelu-seed1").info.run_id
+    other = tracking.start_child_run(client, parent, "steprelu-leak1")
+    child = tracking.start_child_run(client, parent, "steprelu-single-leak1")
+    (seed_dir("smoke", 1) / "state.json").write_text(json.dumps(
+        {"preset": {"name": "smoke"}, "seed": 1, "groups": {"seed1/steprelu": {"run_id": parent, "records": []}}}))
+    assert cli(base + ["--out", str(tmp_path / "b.nir")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"logged b.nir on MLflow run {child} (steprelu-single-leak1, artifact interop/)")
+    assert [a.path for a in client.list_artifacts(child, "interop")] == ["interop/b.nir"]
+    assert client.list_artifacts(other, "interop") == []
+    # a method this run did not evaluate has no run: said, not logged elsewhere
+    assert cli(base[:6] + ["steprelu-cap1", "--tracking-uri", uri, "--out", str(tmp_path / "c.nir")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"not logged in MLflow: no run steprelu-cap1-leak1 under the ANN's run {parent}")
+    assert [a.path for a in client.list_artifacts(child, "interop")] == ["interop/b.nir"]
+    # a method NIR cannot express: one line, exit 2, nothing written
+    assert cli(base[:6] + ["steprelu", "--tracking-uri", uri, "--out", str(tmp_path / "d.nir")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "spikes per step" in err and not (tmp_path / "d.nir").exists()

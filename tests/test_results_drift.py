@@ -4,7 +4,8 @@ and committed results name no machine.
 A results/<preset>/ folder is either the per-seed layout (seeds/seed<k>/records.json,
 manifest.json, robustness.csv: the top-level results.json, manifest.json and robustness.csv
 must then be those seeds merged) or a legacy folder (top-level results.json + manifest.json
-only). Either way summary.md and robustness.md are rendered again from the data, and so are
+only). Either way summary.md and robustness.md are rendered again from the data (summary.md
+with the interop section, and interop.md, where the interop stage left interop.json), and so are
 results/README.md (the verdict per claim) and README.md's generated result blocks."""
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import robustness
-from bench.report import claims, pages, summary
+from bench.report import claims, interop_page, pages, summary
 from bench.report import seeds as aggregate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,15 @@ def test_there_are_committed_runs():
 @pytest.mark.parametrize("folder", RUNS, ids=[p.name for p in RUNS])
 def test_summary_is_rendered_from_its_data(folder):
     run = _run(folder)
-    assert (folder / "summary.md").read_text() == summary.render(run.cfg, run.records, run.manifest), \
+    assert (folder / "summary.md").read_text() == summary.render(run.cfg, run.records, run.manifest,
+                                                                 interop=run.interop), \
         f"{folder.name}/summary.md differs from its data: python -m bench report --preset {folder.name}"
+
+
+@pytest.mark.parametrize("folder", [p for p in RUNS if _run(p).interop is not None], ids=lambda p: p.name)
+def test_interop_page_is_rendered_from_its_data(folder):
+    assert (folder / "interop.md").read_text() == interop_page.render(_run(folder).interop), \
+        f"{folder.name}/interop.md differs from interop.json: python -m bench report --preset {folder.name}"
 
 
 @pytest.mark.parametrize("folder", SEEDED, ids=[p.name for p in SEEDED])

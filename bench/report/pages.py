@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from . import claims, seeds, tables
+from . import claims, interop_page, seeds, tables
 from .. import robustness
 from .plots import write_plots
 from .records import ordered as _ordered
@@ -52,7 +52,9 @@ def write_run(run: "seeds.Run", plots: bool = True) -> str:
         (out / "manifest.json").write_text(json.dumps(run.manifest, indent=2))
     if plots:
         write_plots(run.cfg, run.records, out)
-    (out / "summary.md").write_text(render(run.cfg, run.records, run.manifest))
+    (out / "summary.md").write_text(render(run.cfg, run.records, run.manifest, interop=run.interop))
+    if run.interop is not None:
+        (out / interop_page.PAGE_FILE).write_text(interop_page.render(run.interop))
     if run.rows is not None and not seeds.robustness_is_current(run.rows):
         print(f"[report] results/{run.name}/robustness.csv has an older column set than the robustness "
               "stage writes today: robustness.md left as it is; rerun the preset to renew it")

@@ -44,6 +44,7 @@ class Run:
     manifest: dict
     rows: list[dict] | None = None   # robustness rows, None when not measured
     seeds_found: list[int] = field(default_factory=list)
+    interop: dict | None = None      # interop.json (python -m bench interop), None when not run
 
 
 def seed_dirs(folder: Path) -> dict[int, Path]:
@@ -124,9 +125,23 @@ def _read_rows(path: Path) -> list[dict]:
     return robustness.read_rows(path)
 
 
+INTEROP_FILE = "interop.json"
+
+
+def read_interop(folder: Path) -> dict | None:
+    """The interop stage's interop.json beside the seeds (None when the stage has not run)."""
+    path = Path(folder) / INTEROP_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def load(folder: Path) -> Run:
     """The run in ``folder``: merged seeds when seeds/ exists, else the legacy top-level files."""
-    folder = Path(folder)
+    run = _load(Path(folder))
+    run.interop = read_interop(folder)
+    return run
+
+
+def _load(folder: Path) -> Run:
     dirs = seed_dirs(folder)
     if not dirs:
         if not (folder / "results.json").exists():

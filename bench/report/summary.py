@@ -6,7 +6,7 @@ from __future__ import annotations
 from tracking.machine import class_line
 
 from .. import stats
-from . import depth, tables
+from . import depth, interop_page, tables
 from .records import claims_exactness, fmt as _fmt, ordered as _ordered
 
 
@@ -84,8 +84,9 @@ def _methods_table(records: list[dict], cfg: dict) -> str:
     return "| method | what it is |\n|---|---|\n" + "\n".join(rows)
 
 
-def render(cfg: dict, records: list[dict], man: dict) -> str:
-    """summary.md from the run's records and manifest (re-renderable: ``python -m bench report``)."""
+def render(cfg: dict, records: list[dict], man: dict, interop: dict | None = None) -> str:
+    """summary.md from the run's records and manifest (re-renderable: ``python -m bench report``).
+    ``interop``: the interop stage's interop.json, shown as a section when given."""
     exact = "\n".join(exactness_lines(records))
     groups = _ordered(cfg, records)
     spikes = tables.spike_distribution_table(groups)
@@ -126,6 +127,7 @@ def render(cfg: dict, records: list[dict], man: dict) -> str:
             + (f"## Paired comparisons on the same test images\n\n"
                f"Each method against the one that claims exactness, at fixed budgets of t steps; "
                f"discordant images summed over seeds.\n\n{paired}\n\n" if paired else "")
+            + interop_page.section(interop)
             + f"## Methods\n\n{_methods_table(records, cfg)}\n\n"
             + (f"{DEVIATIONS}\n\n" if all(r.get("description") for r in records) else
                "This run predates the recorded method definitions; the baselines' conventions "

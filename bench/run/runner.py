@@ -74,7 +74,7 @@ def _is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def _datamodule(cfg: dict, seed: int, test_subset, stage: str):
+def datamodule(cfg: dict, seed: int, test_subset, stage: str):
     """The preset's data, split with the seed of the run (the same split every time)."""
     dm = build_datamodule(cfg["dataset"], data_dir=cfg["data_dir"], batch_size=cfg["batch_size"],
                           val_fraction=cfg["val_fraction"], seed=seed, num_workers=cfg["num_workers"],
@@ -102,7 +102,7 @@ def check_calibration(dm) -> None:
         seen += len(x)
 
 
-def _module(cfg: dict, act: str, info) -> ANNClassifier:
+def ann_module(cfg: dict, act: str, info) -> ANNClassifier:
     return ANNClassifier(arch=cfg["arch"], activation={"name": act, **cfg["activations"][act]},
                          num_classes=info.num_classes, in_channels=info.in_channels,
                          image_size=info.image_size, mean=info.mean, std=info.std,
@@ -270,10 +270,10 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
         print(f"[bench] {key}: already complete, skipped")
         return
     L.seed_everything(seed, workers=True)
-    dm = _datamodule(cfg, seed, cfg["test_subset"], "fit")
+    dm = datamodule(cfg, seed, cfg["test_subset"], "fit")
     check_calibration(dm)
     state.data["data_source"] = tracking.portable(str(dm.source))
-    module = _module(cfg, act, dm.info)
+    module = ann_module(cfg, act, dm.info)
     run_name = f"{cfg['arch']}-{act}-seed{seed}"
     commit = tracking.git_commit()
     group = state.data.setdefault("run_group", tracking.run_group(cfg, seed, commit))
@@ -359,7 +359,7 @@ def _run_robustness(cfg, state: State, seed: int, groups: dict, records: list[di
     rob = state.data.setdefault("robustness", {})
     if "rows" not in rob:
         rc = cfg["robustness"]
-        dm = _datamodule(cfg, seed, rc["test_subset"], "test")
+        dm = datamodule(cfg, seed, rc["test_subset"], "test")
         anns = {act: ANNClassifier.load_from_checkpoint(checkpoint_path(cfg["name"], seed, act,
                                                                         folder.parent.parent),
                                                         map_location="cpu").model.eval()

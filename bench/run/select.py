@@ -36,7 +36,7 @@ from tracking.machine import class_line, machine_class
 
 from ..costs import first_within
 from . import deterministic, precision
-from .runner import PROJECT_ROOT, _datamodule, _module, work_dir
+from .runner import PROJECT_ROOT, datamodule, ann_module, work_dir
 
 RULES = ("ann_val", "snn_val_op")
 
@@ -72,8 +72,8 @@ def train_one(cfg: dict, act: str, knobs: dict, seed: int, prec: str, progress: 
     """(module, datamodule) after training the preset's schedule with ``knobs`` for ``act``."""
     c = dict(cfg, activations={**cfg["activations"], act: {**cfg["activations"].get(act, {}), **knobs}})
     L.seed_everything(seed, workers=True)
-    dm = _datamodule(c, seed, 1, "fit")    # test_subset 1: the test split is not read here
-    module = _module(c, act, dm.info)
+    dm = datamodule(c, seed, 1, "fit")    # test_subset 1: the test split is not read here
+    module = ann_module(c, act, dm.info)
     tc = cfg["trainer"]
     trainer = L.Trainer(max_epochs=cfg["train"]["epochs"], accelerator=tc["accelerator"], devices=1,
                         precision=prec, logger=False, deterministic=bool(cfg.get("deterministic")), enable_checkpointing=False,
