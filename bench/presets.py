@@ -64,7 +64,7 @@ class Trainer:
 
 @dataclass
 class Robustness:
-    """The robustness stage (bench/robustness.py, DESIGN section 4). Every part uses the head
+    """The robustness stage (bench/robustness/, docs/method.md#robustness). Every part uses the head
     of one fixed pool of ``test_subset`` test images, so parts and methods share images;
     the ``*_images`` counts size each part (the CI half-width is printed beside each table)."""
     enabled: bool = False
@@ -115,6 +115,8 @@ class Preset:
     name: Optional[str] = None
     description: str = ""
     why: str = ""                   # why this architecture / schedule (recorded in the preset)
+    caveats: List[str] = field(default_factory=list)   # what limits this preset's evidence, in words
+    #                                 (results/README.md's Caveats; words only: no number changes)
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
     arch: str = "cnn-small"
