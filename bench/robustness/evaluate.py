@@ -22,9 +22,8 @@ from annsnn.progress import progress_bar
 from annsnn.recipes import get_recipe
 
 from ..costs import first_within, operating_t
+from .groups import AUTHORS
 from .rows import FIELDS  # noqa: F401 (the columns every row has)
-
-AUTHORS = "salt_pepper_authors"   # the authors' AddNoise(s, p): static, on a fraction p of images
 
 
 def _tensors(loader):

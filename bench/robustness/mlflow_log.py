@@ -1,4 +1,4 @@
-"""Robustness curves in MLflow (issue 13 item 7): each curve is ONE metric whose step is the
+"""Robustness curves in MLflow: each curve is ONE metric whose step is the
 perturbation strength, so charting one metric over the method runs overlays their curves.
 
 Metric names (mean over the rows' seeds; <point> is T_1, T_4 or T_op):
@@ -8,8 +8,9 @@ Metric names (mean over the rows' seeds; <point> is T_1, T_4 or T_op):
   rob/robust/<point>                        step = eps in units of 1/255 (per-image min over attacks)
   rob/noise_<sp|gauss>_<static|dynamic>/<point>   step = s or sigma in percent
   rob/noise_authors/<point>                 step = s in percent (AddNoise(s, p), static)
-  rob/leak_<exp|linear>_<sp|gauss>_<static|dynamic>/<point>   step = leak in percent (leak 1 = 100
-                                            is on both modes' curves: it is the same neuron)
+  rob/leak_<exp|linear>_<clean|authors>/<point>   step = leak in percent (leak 1 = 100 is on both
+                                            modes' curves: it is the same neuron); <point> is T_2 ... T_32
+                                            (older runs: rob/leak_<mode>_<sp|gauss>_<static|dynamic>/<point>)
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .render import robust_rows
+from .groups import AUTHORS, robust_rows
 
-SHORT = {"salt_pepper": "sp", "gaussian": "gauss"}
+SHORT = {"salt_pepper": "sp", "gaussian": "gauss", AUTHORS: "authors", "clean": "clean"}
 
 
 def _step(v: float) -> int:
@@ -47,8 +48,11 @@ def curves(rows: list[dict], method: str) -> dict[str, dict[int, float]]:
         elif f == "leak":
             modes = sorted({x["leak_mode"] for x in mine if x["family"] == "leak" and x["leak_mode"] != "-"}) \
                 if r["leak_mode"] == "-" else [r["leak_mode"]]
+            cond = SHORT.get(r["attack"], r["attack"])
+            if r["attack"] not in ("clean", AUTHORS):   # older runs: the leak under a sweep setting
+                cond = f"{cond}_{r['mode']}"
             for lm in modes:
-                acc[f"rob/leak_{lm}_{SHORT[r['attack']]}_{r['mode']}/{pt}"][_step(100 * r["leak"])].append(r["acc"])
+                acc[f"rob/leak_{lm}_{cond}/{pt}"][_step(100 * r["leak"])].append(r["acc"])
     for r in robust_rows(rows):
         if r["method"] == method and r["n"]:
             acc[f"rob/robust/{r['point']}"][_step(r["level"])].append(r["acc"])
