@@ -2,7 +2,9 @@
 
   __main__.py   the command line (``python -m bench run|select|report|export|interop|list|speed``), a thin entry point
   presets.py    what a run does: YAML presets merged over typed defaults, ``--set`` overrides
-  stats.py      spread over seeds and paired tests, shared by the report and the robustness stage
+  stats.py      spread over seeds and the one rule for a difference (hierarchical bootstrap over seeds,
+                then images, at a family's Bonferroni level; McNemar per seed), shared by every page
+  paper.py      who the verdicts are about: the paper's method and baselines, the suite's ablations
   costs.py      operating points and their costs (ops, energy, binary sub-steps) from a record
   run/          running a seed safely: train, convert, simulate, lock, resume, manifest
   robustness/   noise and attacks on every method, their rows, statistics, pages and figures
@@ -11,8 +13,7 @@
   perf/         speed benchmarks and the GPU check
 
 Dependencies point one way: ``run`` uses ``robustness`` and ``report``; ``report`` reads
-``robustness`` rows; both use ``stats``, ``costs`` and ``presets``; ``interop_stage`` uses
-``run`` (the run's files and data), ``report`` and the ``interop`` package; nothing here is
-imported by ``annsnn``, ``interop``, ``tracking`` or ``lightning_modules``
-(tests/test_architecture.py).
+``robustness`` rows; both use ``stats``, ``costs``, ``paper`` and ``presets``; ``interop_stage``
+uses ``run`` (the run's files and data), ``report`` and the ``interop`` package; nothing here is
+imported by ``annsnn``, ``interop``, ``tracking`` or ``lightning_modules`` (tests/test_architecture.py).
 """

@@ -116,6 +116,8 @@ class Preset:
     name: Optional[str] = None
     description: str = ""
     why: str = ""                   # why this architecture / schedule (recorded in the preset)
+    caveats: List[str] = field(default_factory=list)   # what limits this preset's evidence, in words
+    #                                 (results/README.md's Caveats; words only: no number changes)
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
     arch: str = "cnn-small"

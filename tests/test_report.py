@@ -176,22 +176,24 @@ def test_exactness_rule():
 
 
 def test_latency_rule():
+    """Claim 2a on 3 seeds of 20 images: steprelu at t = 1 against qcfs at t = 1, 2, 4 (k = 3)."""
     seeds = [_records(k) for k in range(3)]
-    assert claims.latency(_run([r for rs in seeds for r in rs])).verdict == claims.SUPPORTED
-    # qcfs as good as steprelu at t = 4: no significant advantage there -> not supported
+    v = claims.latency_steps(_run([r for rs in seeds for r in rs]))
+    assert v.verdict == claims.SUPPORTED and "k = 3" in v.why
+    # qcfs as good as steprelu at t = 4: no advantage there -> not supported
     tied = [[_record("qcfs", "qcfs", k, {1: 4, 2: 8, 4: 18}), rs[1]] for k, rs in enumerate(seeds)]
-    v = claims.latency(_run([r for rs in tied for r in rs]))
-    assert v.verdict == claims.NOT_SUPPORTED and "qcfs at t = 4" in v.lines[-1]
-    # better by one image per seed at t = 4: 3 discordant images, p = 0.25 -> not supported
+    v = claims.latency_steps(_run([r for rs in tied for r in rs]))
+    assert v.verdict == claims.NOT_SUPPORTED and "qcfs at t = 4" in v.why
+    # better by one image per seed at t = 4: the interval over seeds and images includes 0
     close = [[_record("qcfs", "qcfs", k, {1: 4, 2: 8, 4: 17}), rs[1]] for k, rs in enumerate(seeds)]
-    v = claims.latency(_run([r for rs in close for r in rs]))
-    assert v.verdict == claims.NOT_SUPPORTED and "p = 0.25" in v.lines[-1]
+    v = claims.latency_steps(_run([r for rs in close for r in rs]))
+    assert v.verdict == claims.NOT_SUPPORTED and "qcfs at t = 4 (+5.00 [" in v.why
     # steprelu not within 1 point of its ANN at t = 1 -> not supported
     far = [dict(r, ann_acc=0.99) if r["method"] == "steprelu" else r for rs in seeds for r in rs]
-    assert claims.latency(_run(far)).verdict == claims.NOT_SUPPORTED
-    # no per-image correctness: no paired test -> not testable
+    assert claims.latency_steps(_run(far)).verdict == claims.NOT_SUPPORTED
+    # no per-image correctness: no paired comparison -> not testable
     bare = [{k: v for k, v in r.items() if k != "correct_at"} for rs in seeds for r in rs]
-    assert claims.latency(_run(bare)).verdict == claims.NOT_TESTABLE
+    assert claims.latency_steps(_run(bare)).verdict == claims.NOT_TESTABLE
 
 
 def test_verdicts_combine_over_presets():
@@ -203,8 +205,9 @@ def test_verdicts_combine_over_presets():
 
 def test_no_robustness_data_is_not_testable():
     v = claims.robustness_claims(_run(_records(0)))
-    assert v["noise"].verdict == v["leak"].verdict == claims.NOT_TESTABLE
-    assert "no robustness data in tiny" in v["noise"].lines[0]
+    assert set(v) == {"noise", "adversarial", "leak_clean", "leak_noise"}
+    assert {c.verdict for c in v.values()} == {claims.NOT_TESTABLE}
+    assert "no robustness data in tiny" in v["noise"].why
 
 
 def test_report_all_writes_the_verdict_page_and_readme_blocks(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
-"""The robustness stage (bench/robustness/, docs/method.md#robustness): row schema, rendering as a pure
-function of the CSV, robust accuracy as a per-image minimum, the operating-point choice, the
-leak statistics, the MLflow curves and the figures. Tiny untrained nets, seconds."""
+"""The robustness stage (bench/robustness/, docs/method.md#robustness): row schema, rendering as a pure function of the
+CSV, robust accuracy as a per-image minimum, the operating-point choice, the leak rows sharing
+the noise draws of leak 1, the MLflow curves and the figures. Tiny nets, seconds."""
 from __future__ import annotations
 
 import math
@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from annsnn import models
 from bench import presets, robustness
-from bench.robustness.evaluate import choose_op, points
-from bench.robustness.render import leak_comparisons, robust_rows
+from bench.robustness.evaluate import choose_op, evaluate, points
+from bench.robustness.groups import AUTHORS, robust_rows
+from bench.robustness.verdicts import leak_comparisons
 from annsnn.metrics import pack_bits
 from bench.robustness.stats import bits, paired
 
@@ -65,7 +66,7 @@ def _anns():
 @pytest.fixture(scope="module")
 def stage():
     cfg = presets.load("smoke", TINY)
-    rows = robustness.evaluate(cfg, _anns(), FakeDM(), 0, records=[], progress=False)
+    rows = evaluate(cfg, _anns(), FakeDM(), 0, records=[], progress=False)
     return cfg, rows
 
 
@@ -105,16 +106,19 @@ def test_rows_follow_the_schema_and_carry_per_image_correctness(stage):
 
 
 def test_noise_is_paired_across_parts(stage):
-    """The leak study's leak-1 rows and the sweep's rows under the same noise, on the same
-    images, are the same measurement: same draws per (seed, image, step)."""
+    """The leak study's leak-1 rows and the noise part's rows at the same T, on the same images
+    (TINY: both use the 24-image head), are the same measurement: clean alike, and under the
+    authors' noise the same draws per (seed, image, step)."""
     cfg, rows = stage
-    lk = cfg["robustness"]["leak_noise"]
+    twins = 0
     for r in rows:
-        if r["family"] == "leak" and r["leak"] == 1.0:
-            twin = [s for s in rows if s["family"] == "noise" and s["method"] == r["method"] and
-                    s["point"] == r["point"] and s["attack"] == lk["kind"] and s["level"] == lk["level"]
-                    and s["mode"] == r["mode"]]
+        if r["family"] == "leak" and r["leak"] == 1.0 and r["T"] == 4:
+            fam = "clean" if r["attack"] == "clean" else "noise"
+            twin = [s for s in rows if s["family"] == fam and s["method"] == r["method"] and s["point"] == "T_4"
+                    and s["attack"] == r["attack"]]
             assert len(twin) == 1 and twin[0]["correct"] == r["correct"]
+            twins += 1
+    assert twins == 2 * len(METHODS)   # clean and AddNoise, every method (leak_methods = [] in TINY)
 
 
 def test_render_is_a_function_of_the_csv(stage, tmp_path):
@@ -128,8 +132,9 @@ def test_render_is_a_function_of_the_csv(stage, tmp_path):
     text = (tmp_path / "robustness.md").read_text()
     assert text == robustness.render(cfg, back)
     for section in ("## Operating points", "## Clean and robust accuracy", "## Headline: PGD crafted on the relu",
-                    "## White-box PGD through time", "## Transfer matrix", "## Noise", "## Leak under",
-                    "## Gradient-masking sanity checks"):
+                    "## White-box PGD through time", "## Transfer matrix", "## Noise", "## Leak",
+                    "### Under clean images", "### Under the authors' noise AddNoise(0.95, 0.5)",
+                    "## Compared with steprelu under attack", "## Gradient-masking sanity checks"):
         assert section in text
     assert "95 % CI half-width" in text and "Stage wall time per seed: seed 0:" in text
     pngs = [f for f in files if f.suffix == ".png"]
@@ -157,7 +162,7 @@ def test_robust_accuracy_is_the_per_image_minimum_over_attacks():
 
 def test_operating_point_from_records_else_a_longer_simulation_else_T_max():
     rc = {"op_gap": 1.0, "T_max": 8, "T_fixed": [1, 4]}
-    rec = {"ann_acc": 0.90, "acc": [0.5, 0.85, 0.895, 0.9], "T_max": 4}
+    rec = {"val_ann_acc": 0.90, "val_acc": [0.5, 0.85, 0.895, 0.9], "T_max": 4}   # chosen on validation
     calls = []
 
     def sim(T):
@@ -165,53 +170,12 @@ def test_operating_point_from_records_else_a_longer_simulation_else_T_max():
         return [0.1] * 5 + [0.895, 0.9, 0.9], 0.9
 
     assert choose_op(rec, rc, sim)[0] == 3 and not calls            # within 1 point at t = 3
-    rec2 = dict(rec, acc=[0.5, 0.6, 0.7, 0.8])
+    rec2 = dict(rec, val_acc=[0.5, 0.6, 0.7, 0.8])
     t, note = choose_op(rec2, rc, sim)
-    assert (t, calls) == (6, [8]) and "stage simulation" in note       # not by 4: simulate to 8
+    assert (t, calls) == (6, [8]) and "validation simulation" in note  # not by 4: simulate to 8
     assert choose_op(rec2, rc, lambda T: ([0.1] * T, 0.9))[0] == 8    # never: T_max
     assert choose_op(rec2, dict(rc, T_max=4), sim)[0] == 4 and calls == [8]  # records already went as far
     assert points(rc, 6) == {"T_1": 1, "T_4": 4, "T_op": 6}
-
-
-def test_leak_comparison_statistics_on_constructed_data():
-    from scipy import stats as sps
-    rows = []
-    n = 40
-    for seed, k in ((0, 6), (1, 2), (2, 4)):
-        base = np.zeros(n, bool)
-        base[:20] = True
-        other = base.copy()
-        other[20:20 + k] = True          # k images only the leak gets right
-        other[0] = False                 # one image only leak 1 gets right
-        rows += [_row(seed=seed, family="leak", attack="salt_pepper", mode="dynamic", level=0.9, point="T_op",
-                      T=4, ok=base),
-                 _row(seed=seed, family="leak", attack="salt_pepper", mode="dynamic", level=0.9, point="T_op",
-                      T=4, leak=0.9, leak_mode="exp", ok=other)]
-    (c,) = leak_comparisons(rows)
-    diffs = [100 * (k - 1) / n for k in (6, 2, 4)]
-    assert c["cmp"].diff == pytest.approx(np.mean(diffs))
-    half = sps.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
-    assert (c["cmp"].lo, c["cmp"].hi) == pytest.approx((np.mean(diffs) - half, np.mean(diffs) + half))
-    assert (c["cmp"].only_a, c["cmp"].only_b) == (12, 3) and c["cmp"].ci_kind == "t over seeds"
-    assert c["cmp"].p == pytest.approx(sps.binomtest(3, 15, 0.5).pvalue)
-    one = paired({0: rows[1]}, {0: rows[0]})   # one seed: the per-image interval
-    d = bits(rows[1]).astype(float) - bits(rows[0]).astype(float)
-    assert one.hi - one.lo == pytest.approx(2 * 100 * 1.959964 * d.std(ddof=1) / np.sqrt(n), rel=1e-4)
-    cl = robustness.claims({"methods": ["m"], "robustness": {"leak_noise": {"kind": "salt_pepper", "level": 0.9}}},
-                           rows + [_row(ok=[1])])
-    # +7.5 points, p = 0.035 < 0.05 (one comparison), but the t interval over 3 seeds contains 0
-    assert cl["leak"]["verdict"] == "not supported" and any("+7.50" in line for line in cl["leak"]["lines"])
-    rows[4:6] = [dict(r, seed=1) for r in rows[0:2]]   # seeds agree: the interval excludes 0
-    rows[2:4] = [dict(r, seed=2) for r in rows[0:2]]
-    cfg = {"methods": ["m"], "robustness": {"leak_noise": {"kind": "salt_pepper", "level": 0.9}}}
-    assert robustness.claims(cfg, rows + [_row(ok=[1])])["leak"]["verdict"] == "supported"
-    # the leak never acts at t = 1: T = 1 comparisons are identical by construction and stay out
-    # of the Bonferroni family, which keeps one comparison
-    at1 = [dict(r, point="T_1", T=1, mode=mode, correct=rows[0]["correct"], acc=rows[0]["acc"])
-           for mode in ("dynamic", "static") for r in rows[0:2]]
-    cl = robustness.claims(cfg, rows + at1 + [_row(ok=[1])])["leak"]
-    assert cl["verdict"] == "supported" and any("1 comparisons" in line for line in cl["lines"])
-    assert any("2 comparisons at T = 1 left out" in line for line in cl["lines"])
 
 
 def test_log_to_mlflow_writes_each_curve_with_its_strength_as_step(stage, tmp_path):
@@ -231,8 +195,8 @@ def test_log_to_mlflow_writes_each_curve_with_its_strength_as_step(stage, tmp_pa
     assert steps("rob/noise_sp_dynamic/T_op") == [90]              # s in percent
     assert steps("rob/noise_gauss_static/T_1") == [10]             # sigma in percent
     assert steps("rob/noise_authors/T_1") == [95]
-    assert steps("rob/leak_exp_sp_dynamic/T_4") == [90, 100]       # leak in percent
-    assert steps("rob/leak_linear_sp_static/T_op") == [90, 100]
+    assert steps("rob/leak_exp_authors/T_4") == [90, 100]          # leak in percent
+    assert steps("rob/leak_linear_clean/T_2") == [90, 100]
     assert steps("rob/clean/T_op") == [0]
     v = client.get_metric_history(run, "rob/clean/T_1")[0].value
     assert v == next(r["acc"] for r in rows if r["method"] == "qcfs" and r["family"] == "clean" and r["point"] == "T_1")
@@ -247,11 +211,13 @@ def test_log_to_mlflow_writes_each_curve_with_its_strength_as_step(stage, tmp_pa
 def test_claims_give_a_verdict_with_numbers(stage):
     cfg, rows = stage
     cl = robustness.claims(cfg, rows)
-    for key in ("noise", "leak"):
-        assert cl[key]["verdict"] in ("supported", "not supported", "not testable here") and cl[key]["lines"]
-    assert any("p =" in line for line in cl["noise"]["lines"])
-    assert robustness.claims(dict(cfg, methods=["qcfs"]), [r for r in rows if r["method"] == "qcfs"])["noise"][
-        "verdict"] == "not testable here"
+    assert set(cl) == {"noise", "adversarial", "leak_clean", "leak_noise"}
+    for c in cl.values():
+        assert c.verdict in ("supported", "not supported", "not testable here") and c.why
+    assert cl["noise"].k == 4 and any("retention" in line for line in cl["noise"].lines)   # robustnorm, qcfs
+    assert cl["leak_clean"].k == cl["leak_noise"].k == 12   # 3 methods x 0.9 x {exp, linear} x T in {2, 4}
+    assert robustness.claims(dict(cfg, methods=["qcfs"]), [r for r in rows if r["method"] == "qcfs"])["noise"] \
+        .verdict == "not testable here"
 
 
 def test_transfer_images_come_from_each_source_ann_for_every_method():
@@ -295,3 +261,54 @@ def test_transfer_images_come_from_each_source_ann_for_every_method():
     srcs = list(want)
     assert all(not torch.equal(want[a], want[b]) for i, a in enumerate(srcs) for b in srcs[i + 1:])
     assert all(not torch.equal(w, x) for w in want.values())
+
+
+def test_leak_rows_share_the_noise_draws_of_leak_1(monkeypatch):
+    """Under the authors' noise, every leak < 1 simulation gets exactly the noisy images leak 1
+    gets (the stage's seed, per image and step): its difference from leak 1 is then the leak's
+    alone. Leak rows drawn from another seed would see other noise, and this test fails."""
+    from annsnn import convert, spiking_layers
+    from annsnn.recipes import get_recipe
+    from bench.robustness import evaluate as robust_eval
+
+    cfg = presets.load("smoke", TINY + ["robustness.leak_methods=[steprelu]", "robustness.leak_T=[2]"])
+    anns = _anns()
+    st = robust_eval._Stage(cfg, anns, FakeDM(), 3, [], progress=False)
+    for m in st.methods:
+        st.snns[m] = convert(anns[get_recipe(m).activation], m, st.calib)
+    real, seen = robust_eval.simulate, []
+
+    class Recording:
+        def __init__(self, inner, drawn):
+            self.inner, self.drawn, self.dynamic = inner, drawn, inner.dynamic
+
+        def __call__(self, x, generator=None):
+            out = self.inner(x, generator)
+            self.drawn.append(out.clone())
+            return out
+
+    def simulate(snn, loader, T, ann=None, perturb=None, seed=0, progress=False):
+        drawn = []
+        res = real(snn, loader, T, ann=ann, perturb=Recording(perturb, drawn) if perturb else None, seed=seed,
+                   progress=progress)
+        leak = {float(m.leak) for _, m in spiking_layers(snn)}
+        seen.append((leak.pop(), seed, torch.cat(drawn) if drawn else None))
+        return res
+    monkeypatch.setattr(robust_eval, "simulate", simulate)
+
+    class Bar:
+        def update(self):
+            pass
+    st.leak(Bar())
+    noisy = [(leak, seed, x) for leak, seed, x in seen if x is not None]
+    assert sorted(leak for leak, _, _ in noisy) == [0.9, 0.9, 1.0]      # leak 1, 0.9 exp, 0.9 linear
+    ref = next(x for leak, _, x in noisy if leak == 1.0)
+    x_clean, _ = st.head("leak_images")
+    assert not torch.equal(ref, x_clean)                              # the noise did change images
+    for leak, seed, x in noisy:
+        assert seed == 3 and torch.equal(x, ref), f"leak {leak} saw other noise draws than leak 1"
+    # the rows: each leak against leak 1, clean and under the noise, at every T of leak_T, one image count
+    rows = [r for r in st.rows if r["family"] == "leak"]
+    assert {(r["attack"], r["point"], r["leak"], r["leak_mode"]) for r in rows} == {
+        (a, "T_2", lv, lm) for a in ("clean", AUTHORS) for lv, lm in ((1.0, "-"), (0.9, "exp"), (0.9, "linear"))}
+    assert len({r["n"] for r in rows}) == 1

@@ -1,4 +1,4 @@
-"""Spread over seeds (95 % CI) and the paired McNemar comparison of the summary."""
+"""Spread over seeds (95 % CI), McNemar per seed, and the paired comparisons of the summary."""
 from __future__ import annotations
 
 import math
@@ -48,28 +48,22 @@ def _rec(method, seed, ok, exact=False):
             "correct_at": {"1": correct_bits(ok.long(), torch.ones(n, dtype=torch.long))}}
 
 
-def test_paired_pools_discordant_images_over_seeds():
-    ref = [_rec("steprelu", 0, [1, 1, 1, 0]), _rec("steprelu", 1, [1, 1, 0, 0])]
-    other = [_rec("qcfs", 0, [1, 0, 0, 0]), _rec("qcfs", 1, [0, 1, 1, 0]), _rec("qcfs", 7, [1, 1, 1, 1])]
-    only_ref, only_other, p, seeds = stats.paired(ref, other, 1)
-    assert (only_ref, only_other, seeds) == (3, 1, 2)   # seed 0: 2 vs 0; seed 1: 1 vs 1; seed 7 unpaired
-    assert p == pytest.approx(0.625)
-    assert stats.paired(ref, other, 4) is None           # no correctness stored at t = 4
-
-
-def test_paired_at_compares_different_steps_per_seed():
+def test_record_pairs_pair_seeds_and_steps():
     def rec(method, seed, by_t):
         r = _rec(method, seed, by_t[1])
         r["correct_at"] = {str(t): _rec(method, seed, ok)["correct_at"]["1"] for t, ok in by_t.items()}
         return r
     ref = [rec("steprelu", 0, {1: [1, 1, 1, 0]}), rec("steprelu", 1, {1: [1, 1, 0, 0]})]
-    other = [rec("qcfs", 0, {1: [0, 0, 0, 0], 4: [1, 1, 1, 1]}), rec("qcfs", 1, {1: [0, 0, 0, 0], 4: [0, 0, 0, 0]})]
-    # steprelu at 1 against qcfs at 4: seed 0: 0 vs 1; seed 1: 2 vs 0
-    assert stats.paired_at(ref, 1, other, 4)[:2] + (stats.paired_at(ref, 1, other, 4)[3],) == (2, 1, 2)
-    # a step per seed (an operating point): seed 0 at 4, seed 1 skipped
-    only0 = stats.paired_at(ref, 1, other, lambda r: 4 if r["seed"] == 0 else None)
-    assert only0[:2] == (0, 1) and only0[3] == 1
-    assert stats.paired_at(ref, 1, other, 2) is None     # nothing stored at t = 2
+    other = [rec("qcfs", 0, {1: [0, 0, 0, 0], 4: [1, 1, 1, 1]}), rec("qcfs", 1, {1: [0, 0, 0, 0], 4: [0, 0, 0, 0]}),
+             rec("qcfs", 7, {1: [1, 1, 1, 1]})]
+    a, b, missing = stats.record_pairs(ref, 1, other, 4)          # seed 7 has no steprelu: unpaired
+    assert sorted(a) == sorted(b) == [0, 1] and not missing
+    d = stats.paired_bits(a, b)
+    assert d.diff == pytest.approx(100 * ((3 - 4) / 4 + (2 - 0) / 4) / 2)   # mean over seeds of per-seed means
+    assert [(s, pos, neg) for s, _, pos, neg, _ in d.per_seed] == [(0, 0, 1), (1, 2, 0)]   # McNemar per seed
+    # a step per seed (an operating point): seed 0 at 4, seed 1 at 2 where nothing is stored
+    a, b, missing = stats.record_pairs(ref, 1, other, lambda r: 4 if r["seed"] == 0 else 2)
+    assert sorted(a) == [0] and missing == [1]
 
 
 def test_summary_compares_every_method_with_the_exact_one():
@@ -77,8 +71,9 @@ def test_summary_compares_every_method_with_the_exact_one():
     table = summary.paired_table(cfg, [_rec("steprelu", 0, [1, 1, 1, 0], exact=True),
                                       _rec("qcfs", 0, [1, 0, 0, 0])])
     row = table.splitlines()[2]
-    assert [c.strip() for c in row.strip("|").split("|")] == ["qcfs", "1", "1", "+50.00", "2", "0",
-                                                              "0.5", "1"]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["qcfs", "1", "1"] and cells[3].startswith("+50.00 [")
+    assert cells[4:] == ["0.5", "1 (images only (1 seed))"]          # McNemar: 2 vs 0 discordant
 
 
 def test_seeds_flag(monkeypatch):

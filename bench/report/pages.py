@@ -93,8 +93,9 @@ def readme_block(run: "seeds.Run") -> str:
               "the summary):", "", "\n".join(op), ""]
     paired = paired_table(cfg, records)
     if paired and n_seeds > 1:
-        parts += ["Paired with the exact method on the same test images (McNemar, discordant images "
-                  "pooled over the seeds), at fixed budgets of t steps:", "", paired, ""]
+        parts += ["Paired with the exact method on the same test images at fixed budgets of t steps "
+                  "(difference [95 % interval, hierarchical bootstrap over seeds, then images], McNemar's p "
+                  "per seed):", "", paired, ""]
     parts.append(f"{provenance(man)}"
                  + ("" if "cpu_model" in (man.get("machine") or {}) else f" Machine: {machine_words(man)}.")
                  + " "

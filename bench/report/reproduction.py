@@ -16,7 +16,6 @@ committed run of the same preset gives. Where both runs are deterministic
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,9 @@ from scipy import stats as sps
 
 from .. import costs
 from . import seeds as seeds_io
-from .seeds import IGNORED_KEYS, Run
+from .seeds import Run, same_setting
 
 CHECK_T = (1, 2, 4, 8, 16, 32)
-SAME_SETTING_IGNORES = IGNORED_KEYS + ("robustness", "name", "deterministic")
 
 
 @dataclass
@@ -63,11 +61,6 @@ def prediction_interval(values, level: float = 0.95) -> tuple[float, float, floa
     return m, s, m - half, m + half
 
 
-def _same_setting(a: dict, b: dict) -> bool:
-    strip = (lambda p: {k: v for k, v in p.items() if k not in SAME_SETTING_IGNORES})
-    return json.dumps(strip(a), sort_keys=True) == json.dumps(strip(b), sort_keys=True)
-
-
 def spread_source(committed: Run | None, results_dir: Path) -> Run | None:
     """The committed run whose seeds give the spread: the preset's own with >= 2 seeds, else
     the committed run with the same setting and the most seeds."""
@@ -80,7 +73,7 @@ def spread_source(committed: Run | None, results_dir: Path) -> Run | None:
         if folder.name == committed.name:
             continue
         run = seeds_io.load(folder)
-        if _same_setting(run.cfg, committed.cfg) and len(run.seeds_found) >= 2:
+        if same_setting(run.cfg, committed.cfg) and len(run.seeds_found) >= 2:
             if best is None or len(run.seeds_found) > len(best.seeds_found):
                 best = run
     return best

@@ -22,7 +22,11 @@ SEEDS_DIR = "seeds"
 # Preset keys seed jobs may differ in: which seeds, and the words and wall-time budget around
 # the experiment, none of which changes a computed number (a budget revised between seed jobs
 # must not orphan the seeds already run).
-IGNORED_KEYS = ("seeds", "description", "why", "budget_minutes", "selection")
+IGNORED_KEYS = ("seeds", "description", "why", "budget_minutes", "selection", "caveats")
+# Two presets measure the same setting when they agree apart from these as well: their name,
+# their robustness stage (which changes no record) and deterministic mode (the same
+# computation with capped kernels). Their seeds are then draws from one population.
+SAME_SETTING_IGNORES = IGNORED_KEYS + ("robustness", "name", "deterministic")
 
 
 class LayoutError(ValueError):
@@ -76,6 +80,12 @@ def differing_keys(presets: list[dict]) -> list[str]:
     flats = [_flat({k: v for k, v in p.items() if k not in IGNORED_KEYS}) for p in presets]
     keys = sorted(set().union(*flats)) if flats else []
     return [k for k in keys if len({json.dumps(f.get(k, "<absent>"), sort_keys=True) for f in flats}) > 1]
+
+
+def same_setting(a: dict, b: dict) -> bool:
+    """Presets ``a`` and ``b`` measure the same setting (SAME_SETTING_IGNORES aside)."""
+    strip = (lambda p: {k: v for k, v in p.items() if k not in SAME_SETTING_IGNORES})
+    return json.dumps(strip(a), sort_keys=True) == json.dumps(strip(b), sort_keys=True)
 
 
 def check_same_preset(name: str, manifests: dict[int, dict]) -> None:

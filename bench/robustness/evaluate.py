@@ -22,9 +22,8 @@ from annsnn.progress import progress_bar
 from annsnn.recipes import get_recipe
 
 from ..costs import first_within, operating_t
+from .groups import AUTHORS
 from .rows import FIELDS  # noqa: F401 (the columns every row has)
-
-AUTHORS = "salt_pepper_authors"   # the authors' AddNoise(s, p): static, on a fraction p of images
 
 
 def _tensors(loader):
@@ -116,6 +115,11 @@ class _Stage:
     def sim(self, snn, x, y, T, perturb=None, ann=None):
         return simulate(snn, _loader(x, y, self.bs), T, ann=ann, perturb=perturb, seed=self.seed,
                         progress=False)
+
+    def leak_methods(self) -> list[str]:
+        """The methods the leak study runs (``leak_methods``; [] = every method)."""
+        wanted = self.rc["leak_methods"] or self.methods
+        return [m for m in self.methods if m in wanted]
 
     def T_need(self, method):
         return max(self.pts[method].values())
@@ -219,11 +223,10 @@ class _Stage:
         rc = self.rc
         pts = {f"T_{t}": int(t) for t in rc["leak_T"]}
         T = max(pts.values())
-        wanted = rc["leak_methods"] or self.methods
         authors = make_perturbation("salt_pepper", rc["authors_s"], False, p_image=rc["authors_p"])
         conditions = [("clean", None, 0.0, ""),
                       (AUTHORS, authors, float(rc["authors_s"]), f"AddNoise({rc['authors_s']:g}, {rc['authors_p']:g})")]
-        for m in [m for m in self.methods if m in wanted]:
+        for m in self.leak_methods():
             ann = self.anns[get_recipe(m).activation]
             variants = [(1.0, "-")] + [(float(lv), mode) for mode in rc["leak_modes"]
                                        for lv in rc["leaks"] if float(lv) != 1.0]
@@ -255,7 +258,8 @@ def evaluate(cfg: dict, anns: dict, dm, seed: int, records: list[dict], progress
     st = _Stage(cfg, anns, dm, seed, records, progress)
     rc = st.rc
     n_src = len([s for s in rc["sources"] if s in anns])
-    total = n_src * len(rc["ann_attacks"]) * len(rc["eps"]) + 2 * len(st.methods)
+    # one step per (source, attack, eps), per method attacked white-box, per method the leak study runs
+    total = n_src * len(rc["ann_attacks"]) * len(rc["eps"]) + len(st.methods) + len(st.leak_methods())
     bar = progress_bar(total=total, desc="robustness", disable=not progress)
     with torch.random.fork_rng():   # the stage draws nothing from the global RNG that others see
         st.clean_and_points()

@@ -8,8 +8,9 @@ Metric names (mean over the rows' seeds; <point> is T_1, T_4 or T_op):
   rob/robust/<point>                        step = eps in units of 1/255 (per-image min over attacks)
   rob/noise_<sp|gauss>_<static|dynamic>/<point>   step = s or sigma in percent
   rob/noise_authors/<point>                 step = s in percent (AddNoise(s, p), static)
-  rob/leak_<exp|linear>_<clean|authors>/<point>   step = leak in percent (leak 1 = 100 is on
-                                            both modes' curves: it is the same neuron); point T_2..T_32
+  rob/leak_<exp|linear>_<clean|authors>/<point>   step = leak in percent (leak 1 = 100 is on both
+                                            modes' curves: it is the same neuron); <point> is T_2 ... T_32
+                                            (older runs: rob/leak_<mode>_<sp|gauss>_<static|dynamic>/<point>)
 
 ``log_overlay`` puts every method of one invocation (run group) on the compare run:
   rob_vs_eps/<transfer_<source>|pgd_snn|robust>/<method>   step = eps in units of 1/255, at T_op
@@ -24,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .render import robust_rows
+from .groups import AUTHORS, robust_rows
 
-SHORT = {"salt_pepper": "sp", "gaussian": "gauss"}
+SHORT = {"salt_pepper": "sp", "gaussian": "gauss", AUTHORS: "authors", "clean": "clean"}
 
 
 def _step(v: float) -> int:
@@ -52,7 +53,9 @@ def curves(rows: list[dict], method: str) -> dict[str, dict[int, float]]:
         elif f == "leak":
             modes = sorted({x["leak_mode"] for x in mine if x["family"] == "leak" and x["leak_mode"] != "-"}) \
                 if r["leak_mode"] == "-" else [r["leak_mode"]]
-            cond = "clean" if r["attack"] == "clean" else "authors"
+            cond = SHORT.get(r["attack"], r["attack"])
+            if r["attack"] not in ("clean", AUTHORS):   # older runs: the leak under a sweep setting
+                cond = f"{cond}_{r['mode']}"
             for lm in modes:
                 acc[f"rob/leak_{lm}_{cond}/{pt}"][_step(100 * r["leak"])].append(r["acc"])
     for r in robust_rows(rows):

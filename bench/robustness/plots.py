@@ -1,6 +1,7 @@
-"""Seaborn figures of the robustness stage, from its rows (docs/method.md#robustness): accuracy vs eps
-with 95 % Student-t CI bands over seeds, the transfer matrix as a heatmap, noise sweeps, and leak vs
-accuracy under noise. Each figure is drawn at every method's operating point (T_op)."""
+"""Seaborn figures of the robustness stage, from its rows (docs/method.md#robustness): accuracy vs eps with 95 % Student-t
+bands over seeds, the transfer matrix as a heatmap and the noise sweeps (accuracy and drop from
+clean) at every method's operating point (T_op), and the leak's effect (leak minus leak 1, on the
+same images and noise draws) against T, clean and under the authors' noise."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import stats  # noqa: E402
-from .render import methods_of, robust_rows  # noqa: E402
+from .groups import AUTHORS, methods_of, robust_rows  # noqa: E402
+from .render import condition_label  # noqa: E402
 
 FILES = ("robustness_eps.png", "robustness_transfer.png", "robustness_noise.png", "robustness_leak.png")
 
@@ -73,27 +75,48 @@ def plots(cfg: dict, rows: list[dict], out: Path) -> list[Path]:
         ax.set_xlabel("SNN method")
         ax.set_ylabel("source ANN")
         files.append(_save(fig, out / FILES[1]))
-    nz = op[(op["family"] == "noise") & (op["attack"] != "salt_pepper_authors")].copy()
+    nz = op[(op["family"] == "noise") & (op["attack"] != AUTHORS)].copy()
     if len(nz):
+        clean_acc = op[op["family"] == "clean"].set_index(["seed", "method"])["acc"]
         nz["setting"] = nz["attack"] + ", " + nz["mode"]
-        g = sns.relplot(data=nz, x="level", y="acc", hue="method", hue_order=methods, col="setting",
-                        kind="line", marker="o", errorbar=stats.t_band, height=3.2, aspect=1.0,
-                        facet_kws={"sharex": False})
-        g.set_axis_labels("noise level (s or sigma)", "accuracy (%) at T_op")
+        nz["drop"] = [clean_acc.get((s, m), float("nan")) - a for s, m, a in zip(nz["seed"], nz["method"], nz["acc"])]
+        data = pd.concat([nz.assign(measure="accuracy (%)", value=nz["acc"]),
+                          nz.assign(measure="drop from clean (points)", value=nz["drop"])], ignore_index=True)
+        g = sns.relplot(data=data, x="level", y="value", hue="method", hue_order=methods, col="setting",
+                        row="measure", kind="line", marker="o", errorbar=stats.t_band, height=3.0, aspect=1.0,
+                        facet_kws={"sharex": False, "sharey": False})
+        g.set_axis_labels("noise level (s or sigma)", "")
         g.set_titles("{col_name}")
+        for i, name in enumerate(g.row_names):
+            g.axes[i, 0].set_ylabel(f"{name} at T_op")
         files.append(_save(g, out / FILES[2]))
-    lk = op[op["family"] == "leak"]
+    lk = leak_frame(cfg, rows)
     if len(lk):
-        modes = [m for m in cfg["robustness"]["leak_modes"]]
-        parts = [lk[lk["leak_mode"].isin([m, "-"])].assign(leak_mode=m) for m in modes]
-        data = pd.concat(parts, ignore_index=True)
-        data["noise"] = data["mode"]
-        g = sns.relplot(data=data, x="leak", y="acc", hue="method", hue_order=methods, style="leak_mode",
-                        col="noise", kind="line", marker="o", errorbar=stats.t_band, height=3.4, aspect=1.1)
-        lkc = {"kind": "the authors' noise", "level": cfg["robustness"]["authors_s"]}   # interim
-        g.set_axis_labels("leak", f"accuracy (%) at T_op under {lkc['kind']} {lkc['level']:g}")
-        g.set_titles("{col_name} noise")
+        g = sns.relplot(data=lk, x="T", y="diff", hue="leak", style="leak_mode", col="condition", row="method",
+                        kind="line", marker="o", errorbar=stats.t_band, height=3.2, aspect=1.2,
+                        facet_kws={"sharey": False})
+        g.set_axis_labels("T (time steps)", "leak minus leak 1 (points)")
+        g.set_titles("{row_name}: {col_name}")
         for ax in g.axes.flat:
-            ax.invert_xaxis()
+            ax.set_xscale("log", base=2)
+            ax.axhline(0.0, color="grey", lw=0.8, ls=":")
         files.append(_save(g, out / FILES[3]))
     return files
+
+
+def leak_frame(cfg: dict, rows: list[dict]) -> pd.DataFrame:
+    """Per (seed, method, condition, T, leak mode, leak < 1): accuracy minus leak 1's at the same
+    point on the same images and noise draws (points)."""
+    rc = cfg["robustness"]
+    base = {(r["seed"], r["method"], r["attack"], r["mode"], r["level"], r["point"]): r["acc"]
+            for r in rows if r["family"] == "leak" and r["leak"] == 1.0 and r["n"]}
+    out = []
+    for r in rows:
+        if r["family"] != "leak" or r["leak"] == 1.0 or not r["n"]:
+            continue
+        b = base.get((r["seed"], r["method"], r["attack"], r["mode"], r["level"], r["point"]))
+        if b is not None:
+            out.append(dict(seed=r["seed"], method=r["method"], T=r["T"], leak=f"{r['leak']:g}",
+                            leak_mode=r["leak_mode"], diff=100 * (r["acc"] - b),
+                            condition=condition_label(r["attack"], r["mode"], r["level"], rc)))
+    return pd.DataFrame(out)

@@ -9,9 +9,11 @@ FIELDS = ["seed", "family", "method", "source", "attack", "mode", "level", "leak
           "point", "T", "n", "acc", "correct", "note", "wall_s"]
 # family: clean | noise | ann (a source ANN's own white-box accuracy, method = the source) |
 #         transfer (crafted on ``source``, run on the SNN) | snn_pgd (white-box PGD through time) |
-#         leak (the leak study under ``leak_noise``) | sanity (gradient-masking checks)
+#         leak (attack clean or salt_pepper_authors: each leak and leak_mode at T_2 ... T_32, leak 1
+#         on the same images and draws) | sanity (gradient-masking checks)
 # level: eps in units of 1/255 for attacks, sigma or s for noise, 0 for clean
-# point: T_1, T_4, T_op (or ANN); T: the step it stands for; n: images; correct: packed bits
+# point: T_1, T_4, T_op (or ANN; the leak rows T_2 ... T_32); T: the step it stands for; n: images;
+# correct: packed bits
 TYPES = {"seed": int, "level": float, "leak": float, "T": int, "n": int, "acc": float, "wall_s": float}
 
 

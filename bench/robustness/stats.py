@@ -4,23 +4,22 @@ Every row carries its per-image correctness (``correct``, packed bits as
 annsnn.metrics.correct_bits) on the head of one fixed image pool, so:
 - robust accuracy is a per-image minimum: an image counts as robust at (eps, T) only if it
   is correct clean and under every attack tried there (on the images all of them share);
-- two settings on the same images and noise draws are compared image by image:
-  McNemar's exact test on the discordant images pooled over seeds, and the accuracy
-  difference with a 95 % CI: Student t over the per-seed paired differences when there
-  are >= 2 seeds (training randomness included), else the normal interval of the
-  per-image paired differences of the one seed (images only; says so in ``ci_kind``).
+- two settings on the same images and noise draws are compared image by image with the
+  suite's one rule (bench.stats.paired_diff: hierarchical bootstrap over seeds, then
+  images, at the family's corrected level; McNemar per seed beside it);
+- retention compares drops from clean: per image, (clean - noisy) of one method minus the
+  same of the other, the clean and noisy rows sharing images (and the noisy rows sharing
+  noise draws).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 from annsnn.metrics import bits_correct
 
-from ..stats import ci95, mcnemar, p_clause
+from ..stats import Diff, paired_bits, paired_diff
 
 
 def bits(row: dict, n: int | None = None) -> np.ndarray:
@@ -45,51 +44,38 @@ def robust_correct(rows: list[dict]) -> tuple[np.ndarray, int]:
     return ok, n
 
 
-@dataclass
-class Paired:
-    """a - b over seeds on the same images: accuracy difference in points, its 95 % CI,
-    McNemar's exact p on the pooled discordant images."""
-    diff: float
-    lo: float | None
-    hi: float | None
-    p: float
-    only_a: int
-    only_b: int
-    n_images: int           # per seed (the smallest)
-    n_seeds: int
-    ci_kind: str            # "t over seeds" | "per image (1 seed)"
+def _measured(by_seed: dict) -> dict:
+    return {s: r for s, r in by_seed.items() if int(r["n"])}
 
 
-def paired(a_by_seed: dict, b_by_seed: dict) -> Paired | None:
-    """Compare two settings given {seed: row} each; seeds present in both are used."""
-    seeds = sorted(set(a_by_seed) & set(b_by_seed))
-    if not seeds:
-        return None
-    a_all, b_all, diffs, ns = [], [], [], []
-    for s in seeds:
-        n = min(int(a_by_seed[s]["n"]), int(b_by_seed[s]["n"]))
-        a, b = bits(a_by_seed[s], n), bits(b_by_seed[s], n)
-        a_all.append(a)
-        b_all.append(b)
-        diffs.append(100 * (a.mean() - b.mean()))
-        ns.append(n)
-    only_a, only_b, p = mcnemar(np.concatenate(a_all), np.concatenate(b_all))
-    diff = float(np.mean(diffs))
-    if len(seeds) >= 2:
-        lo, hi = ci95(diffs)
-        kind = "t over seeds"
-    else:
-        d = a_all[0].astype(float) - b_all[0].astype(float)
-        se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-        half = 100 * sps.norm.ppf(0.975) * se
-        lo, hi = (diff - half, diff + half) if math.isfinite(half) else (None, None)
-        kind = "per image (1 seed)"
-    return Paired(diff, lo, hi, p, only_a, only_b, min(ns), len(seeds), kind)
+def paired(a_by_seed: dict, b_by_seed: dict, k: int = 1) -> Diff | None:
+    """a - b (accuracy, points) given {seed: row} each, on the seeds both measured, at the
+    level of a family of ``k``."""
+    a, b = _measured(a_by_seed), _measured(b_by_seed)
+    return paired_bits({s: bits(r) for s, r in a.items()}, {s: bits(r) for s, r in b.items()}, k)
 
 
-def fmt_paired(c: Paired | None) -> str:
-    if c is None:
-        return "n/a"
-    ci = "" if c.lo is None else f" [{c.lo:+.2f}, {c.hi:+.2f}]"
-    return f"{c.diff:+.2f}{ci}, {p_clause(c.p)}"
+def paired_drop(clean_a: dict, noisy_a: dict, clean_b: dict, noisy_b: dict, k: int = 1) -> Diff | None:
+    """Retention: b's drop from clean minus a's, per image ((clean_b - noisy_b) - (clean_a -
+    noisy_a)), positive when a loses less; each {seed: row}, on the seeds all four have."""
+    rows = [_measured(x) for x in (clean_a, noisy_a, clean_b, noisy_b)]
+    diffs = {}
+    for s in sorted(set.intersection(*[set(x) for x in rows])):
+        n = min(int(x[s]["n"]) for x in rows)
+        ca, na, cb, nb = (bits(x[s], n).astype(np.int8) for x in rows)
+        diffs[s] = (cb - nb) - (ca - na)
+    return paired_diff(diffs, k)
 
+
+def drop(clean: dict, noisy: dict) -> list[float]:
+    """Per seed, accuracy clean minus under noise on the images both have (points)."""
+    out = []
+    for s in sorted(set(_measured(clean)) & set(_measured(noisy))):
+        n = min(int(clean[s]["n"]), int(noisy[s]["n"]))
+        out.append(100 * float(bits(clean[s], n).mean() - bits(noisy[s], n).mean()))
+    return out
+
+
+def fmt_paired(c: Diff | None) -> str:
+    """"+1.20 [-0.30, +2.10]" (the interval at the comparison's level), or "n/a"."""
+    return "n/a" if c is None else c.interval()
