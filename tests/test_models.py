@@ -54,7 +54,10 @@ def test_mean_without_std_or_std_without_mean_is_a_clear_error(kw):
 
 def test_vgg_cpu_residual_blocks_check_their_cfg():
     net = build("vgg-cpu", "relu", 10, 3, 32, cfg=[8, "P", "R", 16, "P", "R", "R"])
-    assert sum(isinstance(m, Residual) for m in net) == 3
+    blocks = [m for m in net if isinstance(m, Residual)]
+    assert len(blocks) == 3
+    # each block starts as act(x): its body's last BatchNorm weight is 0
+    assert all(not b.body[-1][1].weight.any() for b in blocks)
     assert sum(isinstance(m, nn.ReLU) for m in net.modules()) == 2 + 3 * 2
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     for bad in (["R", 8], [8, "R", "P"]):
