@@ -3,7 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from annsnn.models import ARCHITECTURES, Normalize, build
+from annsnn import convert, fold_bn, reset_neurons, simulate, spiking_layers
+from annsnn.models import ARCHITECTURES, VGG_CPU_DEEP_CFG, Normalize, Residual, build
+
+from conftest import fit_thresholds, randomize_bn, tiny_loader
 
 
 def test_resnet_width_multiplier_scales_every_stage():
@@ -47,3 +50,37 @@ def test_mean_without_std_or_std_without_mean_is_a_clear_error(kw):
     with pytest.raises(ValueError, match="both mean and std") as e:
         build("resnet20", "relu", 10, 3, 32, **kw)
     assert type(e.value) is ValueError
+
+
+def test_vgg_cpu_residual_blocks_check_their_cfg():
+    net = build("vgg-cpu", "relu", 10, 3, 32, cfg=[8, "P", "R", 16, "P", "R", "R"])
+    blocks = [m for m in net if isinstance(m, Residual)]
+    assert len(blocks) == 3
+    # each block starts as act(x): its body's last BatchNorm weight is 0
+    assert all(not b.body[-1][1].weight.any() for b in blocks)
+    assert sum(isinstance(m, nn.ReLU) for m in net.modules()) == 2 + 3 * 2
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    for bad in (["R", 8], [8, "R", "P"]):
+        with pytest.raises(ValueError, match="residual"):
+            build("vgg-cpu", "relu", 10, 3, 32, cfg=bad)
+
+
+def test_deep_vgg_cpu_has_ten_spiking_layers_and_converts_exactly_at_t1():
+    """The deep CPU net (cpu-cifar10-deep preset) with StepReLU and random weights: at least
+    ten spiking layers, and its SNN reproduces the BatchNorm-folded ANN at t = 1."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    ann = build("vgg-cpu", {"name": "steprelu", "theta": 1.0, "L": 20, "phi": 0.0}, 10, 3, 32,
+                mean=[0.5] * 3, std=[0.25] * 3, cfg=VGG_CPU_DEEP_CFG)
+    x = torch.rand(4, 3, 32, 32, generator=gen)
+    randomize_bn(ann, gen, x, train_passes=2)
+    assert fit_thresholds(ann, x, gen) == 0, "a dead layer would make the test vacuous"
+    snn = convert(ann, "steprelu")
+    assert len(spiking_layers(snn)) >= 10
+    ref = fold_bn(ann)
+    with torch.no_grad():
+        reset_neurons(snn)
+        assert torch.equal(snn(x), ref(x))
+    y = torch.arange(4)
+    res = simulate(snn, tiny_loader(x, y, batch_size=4), 1, ann=ann, progress=False)
+    assert res.identical_at_t1 == 4 and res.conv_error[0] == 0.0

@@ -25,7 +25,7 @@ N_IMAGES = 8
 # tiny versions of the zoo: (in_channels, image side, build kwargs)
 TINY = {
     "cnn-small": (1, 8, dict(width=4)),
-    "vgg-cpu": (3, 8, dict(cfg=[6, "P", 8, "P"])),
+    "vgg-cpu": (3, 8, dict(cfg=[6, "P", "R", 8, "P"])),  # "R": a residual block
     "vgg16": (3, 32, dict(hidden=32)),
     "resnet18": (3, 16, dict(width=0.125)),
     "resnet20": (3, 8, dict(width=0.5)),
