@@ -374,6 +374,9 @@ def validate_light(cfg: dict) -> dict:
 
 
 def validate(cfg: dict) -> dict:
+    if not cfg["methods"]:   # with torch loaded anyway, the error can list what there is
+        raise PresetError(f"the preset lists no methods (key 'methods'); available methods: "
+                          f"{', '.join(_registries()[2])}")
     validate_light(cfg)
     ACTIVATIONS, models, RECIPES = _registries()
     _one_of(cfg["arch"], models.ARCHITECTURES, "architecture")

@@ -23,7 +23,8 @@ from conftest import run_if
 needs_fashion = run_if(fashion_mnist=True)
 
 TINY = ["train.epochs=1", "val_fraction=0.9", "test_subset=300", "calib_size=200", "T_max=4",
-        "summary_t=[1,2,4]", "arch_kwargs={width: 8}", "trainer.threads=2", "robustness.enabled=false", "deterministic=false"]
+        "summary_t=[1,2,4]", "arch_kwargs={width: 8}", "trainer.threads=2", "robustness.enabled=false", "deterministic=false",
+        "seeds=[0]"]
 TINY_ROBUSTNESS = ["robustness.enabled=true", "robustness.test_subset=40",
                    "robustness.noise_images=40", "robustness.transfer_images=20",
                    "robustness.snn_attack_images=8", "robustness.leak_images=40",
@@ -140,7 +141,7 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tmp_path, monkey
 
     def crashing_simulate(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 2:  # the second conversion dies mid-way
+        if calls["n"] == 3:  # each method simulates validation, then test: the second method dies
             raise _Boom("simulated crash")
         return real_simulate(*a, **k)
     monkeypatch.setattr(cb, "simulate", crashing_simulate)

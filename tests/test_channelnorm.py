@@ -13,6 +13,7 @@ import annsnn
 from annsnn import IFNeuron, convert, get_recipe, simulate
 from annsnn.attacks import UnrolledSNN
 from bench import costs
+from bench.report import tables
 from lightning_modules.callbacks import result_record
 
 from conftest import tiny_loader
@@ -153,8 +154,8 @@ def test_equal_channel_thresholds_are_the_one_threshold_neuron():
     ra, rb = (result_record("maxnorm", 1.0, r, None) for r in (a, b))
     ra["ann_acc"] = rb["ann_acc"] = 0.0                # every t is an operating point
     assert costs.substeps(ra, 3) == costs.substeps(rb, 3) == (3, 9)
-    assert costs.operating_point_table([(("maxnorm", 1.0), [ra])]) == \
-        costs.operating_point_table([(("maxnorm", 1.0), [rb])])
+    assert tables.operating_point_table([(("maxnorm", 1.0), [ra])]) == \
+        tables.operating_point_table([(("maxnorm", 1.0), [rb])])
 
 
 def test_simulate_counts_per_channel_spikes_by_hand():

@@ -142,6 +142,18 @@ def test_trained_lr_follows_closed_form_at_every_step(tmp_path, schedule, warmup
     assert_same_lr(seen, want)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_onecycle_of_a_few_steps_runs(steps):
+    """A dry run trains 2 batches: OneCycleLR of so few steps divided by a zero-length warm-up."""
+    from lightning_modules.module import lr_schedule
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    sched = lr_schedule(opt, "onecycle", steps, 0.2, 1.8, 1)   # a dry run: 1 epoch
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    assert all(0 < g["lr"] <= 0.2 for g in opt.param_groups)
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def test_epoch_accuracy_is_correct_over_all_images(tmp_path):
@@ -162,7 +174,10 @@ def test_snn_evaluated_every_k_epochs_only(tmp_path, monkeypatch):
     real = cb.simulate
 
     def spy(snn, loader, T_max, **kw):
-        calls.append("test" if kw.get("ann") is not None else "val")
+        # during training: validation without the ANN; at the end: test, then the validation
+        # subset that chooses the operating point, both beside the ANN
+        calls.append("epoch" if kw.get("ann") is None else
+                     "final-val" if "(validation)" in kw.get("desc", "") else "final-test")
         return real(snn, loader, T_max, **kw)
     monkeypatch.setattr(cb, "simulate", spy)
     logger = Capture()
@@ -171,7 +186,7 @@ def test_snn_evaluated_every_k_epochs_only(tmp_path, monkeypatch):
     key = "val_snn_acc_T2/steprelu"
     epochs = [row["epoch"] for row in logger.rows if key in row]
     assert epochs == [1, 3], f"SNN logged at epochs {epochs}; expected after epochs 2 and 4 (0-based 1, 3)"
-    assert calls == ["val", "val", "test"]
+    assert calls == ["epoch", "epoch", "final-test", "final-val"]
     assert len(snn_cb.records) == 1 and snn_cb.records[0]["T_max"] == 2
 
 

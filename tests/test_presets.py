@@ -49,7 +49,7 @@ def test_unknown_names_are_rejected_with_the_valid_ones():
 @pytest.mark.parametrize("key, reported, level", [
     ("trian.epochs", "trian", ""), ("train.epoch", "train.epoch", "train"),
     ("trainer.device", "trainer.device", "trainer"),
-    ("robustness.leak_noise.kinds", "robustness.leak_noise.kinds", "robustness.leak_noise"),
+    ("robustness.leak_modez", "robustness.leak_modez", "robustness"),
     ("activations.step_relu.theta", "activations.step_relu", "activations"),
     ("robustnorm_percentile", "robustnorm_percentile", ""),  # gone: the percentile is robustnorm's own
 ])
@@ -226,7 +226,7 @@ def test_a_scalar_in_a_preset_file_is_wrapped_too(tmp_path):
 @pytest.mark.parametrize("assignment, words", [
     ("leaks=[]", "'leaks' needs at least one item"), ("seeds=[]", "'seeds' needs at least one item"),
     ("methods=[]", "no methods"), ("summary_t=[]", "'summary_t' needs at least one item"),
-    ("summary_t=[64]", "summary_t has no t <= T_max"),
+    ("summary_t=[64]", "summary_t [64] asks for t = 64 beyond T_max = 32"),
     ("seeds=[0, 0]", "'seeds' lists 0 more than once"),
     ("methods=[qcfs, steprelu, qcfs]", "'methods' lists qcfs more than once"),
     ("seeds=-1", "seeds must lie in [0, 4294967295]"),
