@@ -96,7 +96,10 @@ def lr_schedule(opt, schedule: str, steps: int, lr: float, warmup_epochs: float,
     two agree at every step (measured: each preset's step count, and 444k steps of random
     lr, length and warm-up), so the trained weights are those of the closed form."""
     if schedule == "onecycle":
-        return OneCycleLR(opt, max_lr=lr, total_steps=steps,
+        # OneCycleLR divides by its warm-up length in steps, which is 0 for a run of a few
+        # steps (a dry run trains 2 batches); such a run follows the first steps of a
+        # 10-step cycle instead. Every real run has far more steps, so it is unchanged.
+        return OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 10),
                           pct_start=min(max(warmup_epochs / max(epochs, 1), 0.05), 0.5))
     warm = int(steps * warmup_epochs / max(epochs, 1))
     cosine = CosineAnnealingLR(opt, T_max=max(steps - warm, 1))
