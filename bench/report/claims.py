@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import costs, paper, robustness, stats
+from .. import costs, paper, presets, robustness, stats
 from ..paper import NOT_SUPPORTED, NOT_TESTABLE, SUBJECT, SUPPORTED  # noqa: F401 (the verdict words)
 from ..stats import ALPHA, family_level, fmt_level
 from . import published, seeds
@@ -397,6 +397,16 @@ def robustness_claims(run: Run) -> dict[str, Verdict]:
 
 # -- the page ---------------------------------------------------------------------------------
 
+def _stated_caveats(run: Run) -> list[str]:
+    """The run's own ``caveats`` and those its preset file states now: a caveat is words about
+    how the preset was designed, so one written after a run was committed still applies to it."""
+    stated = list(run.cfg.get("caveats") or [])
+    path = presets.PRESET_DIR / f"{run.name}.yaml"
+    if path.exists():
+        stated += [c for c in presets.read_yaml(path).get("caveats") or [] if c not in stated]
+    return [" ".join(str(c).split()) for c in stated]
+
+
 def caveats(run: Run, repeated: str | None = None) -> list[str]:
     """What limits this preset's evidence: from its preset (``caveats``) and its data."""
     cfg = run.cfg
@@ -407,7 +417,7 @@ def caveats(run: Run, repeated: str | None = None) -> list[str]:
     if cfg["dataset"] == "cifar10-jpeg":
         out.append(f"`{run.name}`: cifar10-jpeg is the offline JPEG (quality 75) copy of CIFAR-10, not "
                    "CIFAR-10: its accuracies are not comparable with published CIFAR-10 figures.")
-    out += [f"`{run.name}`: {c}" for c in cfg.get("caveats") or []]
+    out += [f"`{run.name}`: {c}" for c in _stated_caveats(run)]
     if repeated:
         out.append(f"`{run.name}`: repeats the setting of `{repeated}` (same configuration apart from seeds, "
                    "words, robustness stage and deterministic mode): shown, not counted in any verdict.")
