@@ -359,3 +359,23 @@ def test_a_caveat_written_in_the_preset_after_the_run_reaches_its_page(tmp_path,
     assert got.count("`x`: stored too") == 1
     (tmp_path / "x.yaml").unlink()
     assert not any("chosen after" in c for c in claims.caveats(run))
+
+
+def test_the_depth_table_orders_presets_by_depth_and_reads_validation_operating_points():
+    from types import SimpleNamespace
+    from bench.report import depth
+
+    def rec(method, layers, val, n=1):
+        return {"method": method, "leak": 1.0, "T_max": 4, "val_ann_acc": 0.9, "val_acc": val,
+                "firing_rate": {f"l{i}": 0.1 for i in range(layers)},
+                "max_n_per_layer": {f"l{i}": n for i in range(layers)}}
+    deep = SimpleNamespace(name="deep", records=[rec("steprelu", 12, [0.9] * 4, n=7),
+                                                 rec("qcfs", 12, [0.5, 0.7, 0.895, 0.9]),
+                                                 rec("qcfs", 12, [0.5, 0.7, 0.8, 0.85])])
+    shallow = SimpleNamespace(name="shallow", records=[rec("steprelu", 3, [0.9] * 4, n=5),
+                                                       rec("qcfs", 3, [0.5, 0.895, 0.9, 0.9])])
+    lines = depth.depth_axis_table([deep, shallow]).splitlines()
+    assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| shallow", "| deep"]
+    assert lines[2].split(" | ")[1:3] == ["3", "1 (1/1)"] and "| 2 (1/1) |" in lines[2] and lines[2].endswith("| 5 |")
+    # qcfs on the deep net: one seed within 1 point at t = 3 (0.895 >= 0.89), the other never
+    assert "| 3 (1/2) |" in lines[3] and "| not run |" in lines[3] and lines[3].endswith("| 7 |")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .. import costs, paper, presets, robustness, stats
 from ..paper import NOT_SUPPORTED, NOT_TESTABLE, SUBJECT, SUPPORTED  # noqa: F401 (the verdict words)
 from ..stats import ALPHA, family_level, fmt_level
-from . import published, seeds
+from . import depth, published, seeds
 from .records import by_setting, claims_exactness, fmt
 from .seeds import Run, same_setting
 
@@ -530,12 +530,25 @@ def render(runs: list[Run]) -> str:
         RULE_LEAK, "",
         f"### {TITLES['leak_clean']}", "", *section("leak_clean"), *_blocks(per["leak_clean"], rep),
         f"### {TITLES['leak_noise']}", "", *section("leak_noise"), *_blocks(per["leak_noise"], rep),
+        "## Depth", "",
+        "The paper's networks have 13 to 33 spiking layers; rate-coded conversion accumulates error "
+        "layer after layer, so it should need more steps as depth grows, while a conversion exact at "
+        "t = 1 should not. Each preset's operating points (first t within 1 point of the method's own "
+        "ANN on validation, mean over the seeds that reached one, and how many did) against its depth; "
+        "per-layer firing rates and conversion errors are in each preset's summary.md (Depth). Shown, "
+        "not judged: with the depths committed here it is a trend to read, not a test.", "",
+        depth.depth_axis_table(runs) or "No committed run records per-layer figures yet.", "",
         "## Caveats", "", *[f"- {c}" for r in runs for c in caveats(r, rep[r.name])], "",
         "## Published figures at paper scale (theirs, not ours)", "",
         "Other people's numbers for the same methods, on full datasets with GPU-scale training; "
         "not comparable with the CPU-scale results above, shown for orientation. Each row names "
         "where the figure was read; what was looked for and not found says so.", "",
         published.table(), "",
+        "## The paper presets on a GPU", "",
+        "What this suite's paper-scale presets would run, read from their preset files, with the exact "
+        "command; `./reproduce.sh gpu-check` is the short check of the GPU code path.", "",
+        published.paper_presets_table({r.name: f"[{r.name}]({r.name}/summary.md)" for r in runs
+                                       if r.name in published.PAPER_PRESETS}), "",
     ]
     text = "\n".join(out)
     while "\n\n\n" in text:

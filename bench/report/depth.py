@@ -108,3 +108,50 @@ def ann_table(cfg: dict, records: list[dict]) -> str:
                      f"{stats.spread(gaps, '+.2f') if gaps else '-'} | "
                      f"{(label + ': ' + rng) if layers and act != 'relu' else rng} |")
     return "\n".join(lines)
+
+
+def spiking_depth(records: list[dict]) -> int | None:
+    """The number of spiking layers of a run's networks (from its per-layer records)."""
+    for r in records:
+        layers = r.get("layer_conv_error") or r.get("firing_rate")
+        if layers:
+            return len(layers)
+    return None
+
+
+def depth_axis_table(runs: list, gap_points: float = 1.0) -> str:
+    """One row per preset, ordered by depth: each paper method's operating point (first t within
+    ``gap_points`` of its ANN on validation; mean over seeds, and how many seeds reached one by
+    T_max) and StepReLU's largest spike count per step. Rate-coded conversion should need more
+    steps as depth grows; a conversion exact at t = 1 should not. '' without per-layer records."""
+    from .. import costs, paper
+    rows = []
+    for run in runs:
+        depth = spiking_depth(run.records)
+        if depth is None:
+            continue
+        rows.append((depth, run))
+    if not rows:
+        return ""
+    methods = [paper.SUBJECT, *paper.PAPER_BASELINES]
+    head = ["preset", "spiking layers", *[f"{m} T_op" for m in methods], f"{paper.SUBJECT} largest n per step"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for depth, run in sorted(rows, key=lambda x: (x[0], x[1].name)):
+        cells = []
+        for m in methods:
+            rs = [r for r in run.records if r["method"] == m and r.get("leak", 1.0) == 1.0]
+            if not rs:
+                cells.append("not run")
+                continue
+            ts = [costs.operating_t(r, gap_points) for r in rs]
+            got = [t for t in ts if t is not None]
+            if all(r.get("val_acc") is None for r in rs):
+                cells.append("no validation curve")
+            elif not got:
+                cells.append(f"not by {rs[0]['T_max']} (0/{len(rs)})")
+            else:
+                cells.append(f"{np.mean(got):.3g} ({len(got)}/{len(rs)})")
+        step = [r for r in run.records if r["method"] == paper.SUBJECT and r.get("max_n_per_layer")]
+        n = max((max(int(v) for v in r["max_n_per_layer"].values()) for r in step), default=None)
+        lines.append(f"| {run.name} | {depth} | " + " | ".join(cells) + f" | {n if n is not None else 'n/a'} |")
+    return "\n".join(lines)
