@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from annsnn import models
 from bench import presets, robustness
-from bench.robustness.evaluate import choose_op, evaluate, points
+from bench.robustness.measure import choose_op, evaluate, points
 from bench.robustness.groups import AUTHORS, robust_rows
 from bench.robustness.verdicts import leak_comparisons
 from annsnn.metrics import pack_bits
@@ -227,7 +227,7 @@ def test_transfer_images_come_from_each_source_ann_for_every_method():
     from annsnn import convert
     from annsnn.attacks import fgsm
     from annsnn.recipes import get_recipe
-    from bench.robustness import evaluate as robust_eval
+    from bench.robustness import measure as robust_eval
 
     cfg = presets.load("smoke", TINY + ["robustness.ann_attacks=[fgsm]", "robustness.eps=[8]"])
     anns = _anns()
@@ -269,7 +269,7 @@ def test_leak_rows_share_the_noise_draws_of_leak_1(monkeypatch):
     alone. Leak rows drawn from another seed would see other noise, and this test fails."""
     from annsnn import convert, spiking_layers
     from annsnn.recipes import get_recipe
-    from bench.robustness import evaluate as robust_eval
+    from bench.robustness import measure as robust_eval
 
     cfg = presets.load("smoke", TINY + ["robustness.leak_methods=[steprelu]", "robustness.leak_T=[2]"])
     anns = _anns()
@@ -312,3 +312,18 @@ def test_leak_rows_share_the_noise_draws_of_leak_1(monkeypatch):
     assert {(r["attack"], r["point"], r["leak"], r["leak_mode"]) for r in rows} == {
         (a, "T_2", lv, lm) for a in ("clean", AUTHORS) for lv, lm in ((1.0, "-"), (0.9, "exp"), (0.9, "linear"))}
     assert len({r["n"] for r in rows}) == 1
+
+
+def test_every_lazy_name_stays_a_function_after_its_submodule_is_imported():
+    """A submodule named like a lazy function replaces it on the package once imported: the
+    second seed of a run then called a module (TypeError). Import every submodule, then look."""
+    import importlib
+    import pkgutil
+    import types
+
+    from bench import robustness
+    for info in pkgutil.iter_modules(robustness.__path__):
+        importlib.import_module(f"bench.robustness.{info.name}")
+    for name in robustness._LAZY:
+        assert not isinstance(getattr(robustness, name), types.ModuleType), name
+        assert callable(getattr(robustness, name)), name

@@ -1,6 +1,6 @@
 """The robustness stage (docs/method.md#robustness): noise and attacks on every method.
 
-  rows  = evaluate(cfg, anns, dm, seed, records, progress)   one seed's measurements (evaluate.py)
+  rows  = evaluate(cfg, anns, dm, seed, records, progress)   one seed's measurements (measure.py)
   files = write(cfg, rows, out_dir)                          robustness.csv, .md and the figures
   rows  = read_rows(csv_path)                                back with their types (rows.py)
   text  = render(cfg, rows)                                  robustness.md from the rows alone (render.py)
@@ -10,7 +10,7 @@
 Each method is measured at T = 1, T = 4 and its operating point; each row keeps its
 per-image correctness, so robust accuracy is a per-image minimum over attacks and every
 comparison is paired (stats.py, groups.py). verdicts.py judges the noise, adversarial and
-leak claims from the rows by the suite's one rule (bench.stats). The measuring half (evaluate, sanity, mlflow_log) needs
+leak claims from the rows by the suite's one rule (bench.stats). The measuring half (measure, sanity, mlflow_log) needs
 torch and is imported when first used, so the report reads and renders rows without it.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .render import render  # noqa: F401
 from .verdicts import claims  # noqa: F401
 from .rows import FIELDS, TYPES, read_rows, write_csv  # noqa: F401
 
-_LAZY = {"evaluate": ".evaluate", "log_to_mlflow": ".mlflow_log", "log_overlay": ".mlflow_log"}
+_LAZY = {"evaluate": ".measure", "log_to_mlflow": ".mlflow_log", "log_overlay": ".mlflow_log"}
 
 
 def __getattr__(name):
@@ -30,3 +30,6 @@ def __getattr__(name):
         import importlib
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# No submodule may share a lazy name: importing bench.robustness.<name> sets the package's
+# attribute <name> to that module, and robustness.evaluate(...) then calls a module (a
+# second seed in one process failed so; tests/test_robustness.py checks every lazy name).
