@@ -105,7 +105,7 @@ def ann_table(cfg: dict, records: list[dict]) -> str:
                         for layer in layers) if act != "relu" else "n/a (calibrated per method)"
         label = "lambda" if act == "qcfs" else "theta"
         lines.append(f"| {act} | `{knobs}` | {stats.spread([100 * r['ann_acc'] for r in rs.values()], '.2f')} | "
-                     f"{stats.spread(gaps, '+.2f') if gaps else '-'} | "
+                     f"{stats.spread(gaps, '.2f') if gaps else '-'} | "
                      f"{(label + ': ' + rng) if layers and act != 'relu' else rng} |")
     return "\n".join(lines)
 
