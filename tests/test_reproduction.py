@@ -112,3 +112,30 @@ def test_no_same_setting_reference_means_nothing_checked(tmp_path):
     text, ok, _ = reproduction.check(seeds_io.load(mine), seeds_io.load(res / "one"), res,
                                      verdicts=lambda run: {})
     assert not ok and "not checked" in text
+
+
+def test_the_committed_seed_is_checked_around_its_own_figure(results, tmp_path):
+    """A user running the one-seed preset's own seed (smoke's 5) is not a new seed: the committed
+    figure is the centre, the borrowed spread the width (x sqrt 2). The committed one-seed run
+    sits at 0.40 here, far outside the reference's interval for a new seed."""
+    import shutil
+    shutil.rmtree(results / "one")
+    _write(results / "one", _cfg("one", [5]), 5, 0.40)
+    mine = tmp_path / "mine"
+    _write(mine, _cfg("one", [5]), 5, 0.40)          # the same seed, the same figures
+    committed = seeds_io.load(results / "one")
+    text, ok, printed = reproduction.check(seeds_io.load(mine), committed, results,
+                                           verdicts=lambda run: {"claim": "supported"})
+    assert ok, text
+    assert "| qcfs | SNN acc t=1 % | 5 | 40.00 | 40.00 (committed, seed 5); s 1.58 |" in text
+    # shifted from its committed figure by more than t(0.975, 4) * s * sqrt(2) = 6.2 points: caught
+    shutil.rmtree(mine)
+    _write(mine, _cfg("one", [5]), 5, 0.47)
+    _, ok, printed = reproduction.check(seeds_io.load(mine), committed, results,
+                                        verdicts=lambda run: {"claim": "supported"})
+    assert not ok and "| qcfs | SNN acc t=1 % | 5 | 47.00 |" in printed
+    # and a new seed (7) with the same figure 0.40 is judged against the reference's mean: a miss
+    shutil.rmtree(mine)
+    _write(mine, _cfg("one", [7]), 7, 0.40)
+    _, ok, _ = reproduction.check(seeds_io.load(mine), committed, results, verdicts=lambda run: {"claim": "supported"})
+    assert not ok

@@ -7,6 +7,10 @@ over the reference's n seeds: the range a seed trained on another machine should
 if only the seed and the last bits differ. No tolerance is set by hand. A preset with one
 committed seed borrows the spread of a committed preset with the same setting (same preset
 apart from its seeds, words and robustness stage: smoke and fashion-mnist-reference).
+A user's seed that the one-seed preset has committed is no new seed: its figures are checked
+around the committed run's own, as the difference of two draws of one seed (on two machines
+training amplifies last-bit differences), committed ± t(0.975, n - 1) s sqrt(2), s from the
+borrowed spread; a seed it has not committed is a new seed, checked as above.
 An operating point not reached by T_max counts as T_max + 1. Exactness is not an interval:
 every image identical at t = 1, or a miss.
 
@@ -42,13 +46,16 @@ class Figure:
     hi: float | None
     n_ref: int
     inside: bool | None       # None: the reference has no spread to test against
+    same_seed: bool = False   # centred on the committed run of this very seed (ref_mean is its value)
 
     def cells(self, digits: int) -> list[str]:
         f = (lambda v: "n/a" if v is None else f"{v:.{digits}f}")
         band = "n/a" if self.lo is None else f"[{f(self.lo)}, {f(self.hi)}]"
         verdict = {True: "yes", False: "**no**", None: "not checked"}[self.inside]
-        return [self.method, self.what, str(self.seed), f(self.yours),
-                f"{f(self.ref_mean)} ± {f(self.ref_std)}" if self.ref_mean is not None else "n/a", band, verdict]
+        ref = ("n/a" if self.ref_mean is None else
+               f"{f(self.ref_mean)} (committed, seed {self.seed}); s {f(self.ref_std)}" if self.same_seed else
+               f"{f(self.ref_mean)} ± {f(self.ref_std)}")
+        return [self.method, self.what, str(self.seed), f(self.yours), ref, band, verdict]
 
 
 def prediction_interval(values, level: float = 0.95) -> tuple[float, float, float, float] | None:
@@ -59,6 +66,17 @@ def prediction_interval(values, level: float = 0.95) -> tuple[float, float, floa
     m, s = float(v.mean()), float(v.std(ddof=1))
     half = float(sps.t.ppf(0.5 + level / 2, v.size - 1)) * s * math.sqrt(1 + 1 / v.size)
     return m, s, m - half, m + half
+
+
+def same_seed_interval(committed_value: float, values, level: float = 0.95) -> tuple[float, float, float, float] | None:
+    """(centre, std, lo, hi) for a second draw of a seed whose committed value is known: the
+    difference of two draws has variance 2 s^2, so committed ± t(level, n - 1) s sqrt(2)."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size < 2:
+        return None
+    s = float(v.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + level / 2, v.size - 1)) * s * math.sqrt(2)
+    return committed_value, s, committed_value - half, committed_value + half
 
 
 def spread_source(committed: Run | None, results_dir: Path) -> Run | None:
@@ -95,11 +113,16 @@ def _figures_of(record: dict) -> dict[str, tuple[float, int]]:
     return out
 
 
-def check_figures(yours: Run, ref: Run | None) -> list[tuple[Figure, int]]:
+def check_figures(yours: Run, ref: Run | None, committed: Run | None = None) -> list[tuple[Figure, int]]:
+    """Each figure of ``yours`` against ``ref``'s spread; where ``ref`` lends its spread to a
+    one-seed ``committed`` run that holds the user's seed, around that seed's committed figure."""
     refs: dict[str, list[dict]] = {}
     for r in (ref.records if ref else []):
         if float(r["leak"]) == 1.0:
             refs.setdefault(r["method"], []).append(r)
+    same: dict[tuple, dict] = {}
+    if committed is not None and ref is not None and committed is not ref:
+        same = {(r["method"], r.get("seed", 0)): r for r in committed.records if float(r["leak"]) == 1.0}
     out, ann_seen = [], set()
     for r in yours.records:
         if float(r["leak"]) != 1.0:
@@ -111,15 +134,19 @@ def check_figures(yours: Run, ref: Run | None) -> list[tuple[Figure, int]]:
             mine.pop("ANN acc (folded) %", None)
         ann_seen.add(key)
         theirs = [_figures_of(x) for x in refs.get(r["method"], [])]
+        twin = same.get((r["method"], r.get("seed", 0)))
+        twin_figs = _figures_of(twin) if twin else {}
         for what, (value, digits) in mine.items():
-            pi = prediction_interval([f[what][0] for f in theirs if what in f])
+            spread = [f[what][0] for f in theirs if what in f]
+            on_twin = what in twin_figs
+            pi = same_seed_interval(twin_figs[what][0], spread) if on_twin else prediction_interval(spread)
             if pi is None:
                 out.append((Figure(r["method"], what, r.get("seed", 0), value, None, None, None, None,
                                    len(theirs), None), digits))
                 continue
             m, s, lo, hi = pi
             out.append((Figure(r["method"], what, r.get("seed", 0), value, m, s, lo, hi, len(theirs),
-                               lo - 1e-9 <= value <= hi + 1e-9), digits))
+                               lo - 1e-9 <= value <= hi + 1e-9, on_twin), digits))
         if r.get("exact_at_t1") and r.get("identical_at_t1") is not None:
             ok = r["identical_at_t1"] == r["n_images"]
             out.append((Figure(r["method"], "identical at t=1 (images)", r.get("seed", 0), r["identical_at_t1"],
@@ -151,7 +178,7 @@ def check(yours: Run, committed: Run | None, results_dir: Path, verdicts=None) -
     if verdicts is None:
         from .claims import verdicts
     ref = spread_source(committed, results_dir)
-    figs = check_figures(yours, ref)
+    figs = check_figures(yours, ref, committed)
     checked = [f for f, _ in figs if f.inside is not None]
     inside = sum(f.inside for f in checked)
     mine_v = verdicts(yours)
@@ -167,8 +194,11 @@ def check(yours: Run, committed: Run | None, results_dir: Path, verdicts=None) -
                + (f", the same setting as {committed.name}" if ref.name != committed.name else "") + ")") if ref else "none"
         lines += [f"Your run: seeds {yours.seeds_found}. Committed reference: results/{committed.name}/ "
                   f"(seeds {committed.seeds_found}). Spread from {src}: each figure is checked against "
-                  "the 95 % prediction interval for one new seed, mean ± t(0.975, n-1) · s · √(1 + 1/n).", ""]
-    head = ["method", "figure", "seed", "yours", "reference mean ± std", "95 % PI (one new seed)", "inside"]
+                  "the 95 % prediction interval for one new seed, mean ± t(0.975, n-1) · s · √(1 + 1/n)"
+                  + ("; a seed committed in the one-seed reference against its own committed figure, "
+                     "committed ± t(0.975, n-1) · s · √2 (two draws of one seed)" if ref is not None and ref is not committed else "")
+                  + ".", ""]
+    head = ["method", "figure", "seed", "yours", "reference mean ± std", "95 % interval", "inside"]
     misses = [(f, d) for f, d in figs if f.inside is False]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     table += ["| " + " | ".join(f.cells(d)) + " |" for f, d in figs]
