@@ -139,3 +139,18 @@ def test_the_committed_seed_is_checked_around_its_own_figure(results, tmp_path):
     _write(mine, _cfg("one", [7]), 7, 0.40)
     _, ok, _ = reproduction.check(seeds_io.load(mine), committed, results, verdicts=lambda run: {"claim": "supported"})
     assert not ok
+
+
+def test_an_operating_point_no_reference_seed_reached_is_not_checked(results, tmp_path):
+    """Every reference seed 'not by T_max' (counted T_max + 1) has no spread to speak of: a run
+    that reaches it is not a miss against a zero-width interval, it is not checked."""
+    ref = seeds_io.load(results / "ref5")
+    for r in ref.records:
+        if r["method"] == "qcfs":
+            r["val_acc"] = [0.5] * T                  # never within a point of 0.90
+    mine = tmp_path / "mine"
+    _write(mine, _cfg("ref5", [7]), 7, 0.31)
+    figs = reproduction.check_figures(seeds_io.load(mine), ref)
+    ops = [f for f, _ in figs if f.method == "qcfs" and f.what.startswith("operating t")]
+    assert ops and all(f.inside is None for f in ops)
+    assert all(f.inside for f, _ in figs if f.method == "qcfs" and f.what.startswith("SNN acc"))

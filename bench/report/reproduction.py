@@ -11,7 +11,8 @@ A user's seed that the one-seed preset has committed is no new seed: its figures
 around the committed run's own, as the difference of two draws of one seed (on two machines
 training amplifies last-bit differences), committed ± t(0.975, n - 1) s sqrt(2), s from the
 borrowed spread; a seed it has not committed is a new seed, checked as above.
-An operating point not reached by T_max counts as T_max + 1. Exactness is not an interval:
+An operating point not reached by T_max counts as T_max + 1; where no reference seed reached
+it, its spread is unknown (not 0) and the figure is not checked. Exactness is not an interval:
 every image identical at t = 1, or a miss.
 
 Each claim's verdict is recomputed from the user's run alone and set beside the verdict the
@@ -138,6 +139,8 @@ def check_figures(yours: Run, ref: Run | None, committed: Run | None = None) -> 
         twin_figs = _figures_of(twin) if twin else {}
         for what, (value, digits) in mine.items():
             spread = [f[what][0] for f in theirs if what in f]
+            if what.startswith("operating t") and spread and all(v == r["T_max"] + 1 for v in spread):
+                spread = []   # no reference seed reached it by T_max: its spread is unknown, not 0
             on_twin = what in twin_figs
             pi = same_seed_interval(twin_figs[what][0], spread) if on_twin else prediction_interval(spread)
             if pi is None:
