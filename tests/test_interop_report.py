@@ -78,6 +78,8 @@ def test_the_summary_gains_the_section_only_with_interop_data():
 def test_the_report_reads_interop_json_beside_the_seeds_and_renders_both_pages(tmp_path):
     folder = tmp_path / "smoke"
     shutil.copytree(ROOT / "results" / "smoke", folder)
+    for name in ("interop.json", "interop.md"):          # the committed stage's, if any
+        (folder / name).unlink(missing_ok=True)
     assert seeds.load(folder).interop is None
     data = interop_data()
     (folder / "interop.json").write_text(json.dumps(data))
