@@ -46,7 +46,11 @@ case "$cmd" in
     test)
         setup
         ensure_fashion_mnist
-        exec "$PY" -m pytest -m "not slow" "$@" ;;
+        # Two workers or more (pytest-xdist; at most 4): the suite is mostly single-threaded
+        # waiting on subprocesses. Threads that wait sleep instead of spinning, so a worker's
+        # two-thread run does not starve the other worker (results do not depend on it).
+        export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+        exec "$PY" -m pytest -m "not slow" -n auto --maxprocesses 4 "$@" ;;
     ui)
         setup
         # MLflow 3 sends usage telemetry unless opted out (the tracking package does the same

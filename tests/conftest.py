@@ -15,6 +15,7 @@ failure there points at the platform, not at annsnn.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -45,6 +46,22 @@ def record_rel_error(test_id: str, s: torch.Tensor, a: torch.Tensor) -> float:
     err = float((s - a).abs().max()) / denom if denom > 0 else float((s - a).abs().max())
     EXACTNESS_ERRORS.append((test_id, err))
     return err
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist (./reproduce.sh test runs two workers): a worker hands what it
+    recorded to the controller, whose terminal summary prints it."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["annsnn"] = json.dumps({"exact": EXACTNESS_ERRORS, "unfolded": UNFOLDED_DIFFS, "writes": REPO_WRITES})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    data = json.loads(getattr(node, "workeroutput", {}).get("annsnn", "{}"))
+    EXACTNESS_ERRORS.extend(tuple(x) for x in data.get("exact", []))
+    UNFOLDED_DIFFS.extend(tuple(x) for x in data.get("unfolded", []))
+    REPO_WRITES.extend(p for p in data.get("writes", []) if p not in REPO_WRITES)
 
 
 def pytest_terminal_summary(terminalreporter):
