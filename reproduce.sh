@@ -6,6 +6,7 @@
 #   ./reproduce.sh <preset>     run a preset from bench/presets/ (e.g. cpu-cifar10)
 #   ./reproduce.sh speed        run the speed benchmark (writes results/speed.md)
 #   ./reproduce.sh gpu-check    on a CUDA GPU: exactness, a short paper run, simulate speed (writes results/gpu-check.md)
+#   ./reproduce.sh dry-runs     every paper preset end to end on tiny fake data (minutes; the slow preset tests)
 #   ./reproduce.sh ui           MLflow UI on http://127.0.0.1:5000 (prints each experiment's runs-table link)
 #   ./reproduce.sh setup        only create/update .venv (the package with its dev and interop extras)
 set -euo pipefail
@@ -51,6 +52,24 @@ case "$cmd" in
         # two-thread run does not starve the other worker (results do not depend on it).
         export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
         exec "$PY" -m pytest -m "not slow" -n auto --maxprocesses 4 "$@" ;;
+    dry-runs)
+        # Every paper preset end to end on tiny fake data (bench/run/dry_run.py): what the slow
+        # paper-preset tests check, as one command for whoever edits a preset or the run path.
+        setup
+        tmp="$(mktemp -d)"
+        "$PY" tests/fakedata.py write "$tmp/data" >/dev/null
+        failed=0
+        for f in bench/presets/paper-*.yaml; do
+            name="$(basename "$f" .yaml)"; start=$(date +%s)
+            if ANNSNN_RUNS_DIR="$tmp/runs" ANNSNN_CACHE="$tmp/cache" "$PY" tests/fakedata.py run --preset "$name" \
+                    --dry-run --data-dir "$tmp/data" --tracking-uri "sqlite:///$tmp/mlflow.db" \
+                    --out "$tmp/out/$name" --no-progress >"$tmp/$name.log" 2>&1; then
+                echo "[dry-runs] $name: OK ($(( $(date +%s) - start )) s)"
+            else
+                echo "[dry-runs] $name: FAILED, log: $tmp/$name.log"; failed=1
+            fi
+        done
+        exit $failed ;;
     ui)
         setup
         # MLflow 3 sends usage telemetry unless opted out (the tracking package does the same

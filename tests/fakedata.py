@@ -146,6 +146,9 @@ def trust_fake_cifar() -> None:
 
 
 if __name__ == "__main__":  # python tests/fakedata.py run --preset ... (the bench CLI)
+    if sys.argv[1:2] == ["write"]:    # python tests/fakedata.py write DIR: the fakes only
+        print(write_all(Path(sys.argv[2])))
+        sys.exit(0)
     trust_fake_cifar()
     from bench.__main__ import main
 

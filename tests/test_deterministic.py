@@ -34,6 +34,8 @@ def _run(tmp_path: Path, name: str) -> tuple[dict, list[dict]]:
     return man, recs
 
 
+@pytest.mark.slow   # covered by the smoke preset: it runs --deterministic, and its reproduction
+#                    check compares its hashes with the committed run's (reproduction.md)
 @run_if(fashion_mnist=True)
 def test_two_deterministic_runs_have_equal_hashes(tmp_path):
     (m1, r1), (m2, r2) = _run(tmp_path, "a"), _run(tmp_path, "b")
