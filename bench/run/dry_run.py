@@ -36,6 +36,7 @@ OVERRIDES: list[str] = [
     "num_workers=1",          # still through a worker process, as on a GPU machine
     "calib_size=4",
     "test_subset=4",          # 2 evaluation batches
+    "val_subset=4",           # and 2 of validation for the operating points (a preset's 2000 took minutes)
     "T_max=2",
     "summary_t=[1,2]",
     "eval_every_k_epochs=0",
