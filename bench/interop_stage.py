@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -136,16 +135,6 @@ def export_command(cfg: dict, argv: list[str], seed: int, method: str, leak: flo
 
 
 # ----------------------------------------------------------------------------- the stage
-
-def _versions() -> dict:
-    out = tracking.versions()
-    for p in INTEROP_PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
 
 def _records(state: dict, seed: int) -> dict[tuple[str, float], dict]:
     out = {}
@@ -316,7 +305,7 @@ def _stage(cfg: dict, seed: int, state: dict, ckpts: dict, groups: dict, images:
     calib = dm.calib_dataloader()
     client, why_not = mlflow_client(tracking_uri)
     nir_dir = seed_dir(name, seed, runs_dir) / NIR_DIR
-    versions = _versions()
+    versions = tracking.versions(INTEROP_PACKAGES)
     commit = tracking.git_commit(ignore=[tracking.PROJECT_ROOT / "results", out])
     print(f"[interop] preset {name}, seed {seed}: {len(y)} test images for the round trip, "
           f"{len(nb_y)} for NeuroBench; NIR files in {tracking.portable(str(nir_dir))}")

@@ -189,6 +189,16 @@ def neuron_specs(snn: nn.Module, input_shape: tuple) -> list[NeuronSpec]:
     return specs
 
 
+def _times_presynaptic_theta(weight: torch.Tensor, theta_pre, meta: dict):
+    """A synapse fed by spikes carries the presynaptic threshold in its weights (a NIR spike is
+    a unit event): (weight x theta_pre, None), recorded in ``meta``; unchanged with no theta."""
+    w = weight.detach().double()
+    if theta_pre is None:
+        return w, None
+    meta["weight_times_presynaptic_theta"] = theta_pre
+    return w * theta_pre, None
+
+
 def to_nir(snn: nn.Module, input_shape: tuple, metadata: dict | None = None):
     """The NIR graph (``nir.NIRGraph``) of ``snn`` for per-sample inputs of ``input_shape``
     (e.g. (1, 28, 28)). Raises ExportError (one line) where NIR cannot express it exactly."""
@@ -247,11 +257,7 @@ def to_nir(snn: nn.Module, input_shape: tuple, metadata: dict | None = None):
                                      weight=_f32(scale).reshape(c, 1, 1, 1), stride=1, padding=0,
                                      dilation=1, groups=c, bias=_f32(shift), metadata=meta))
         elif isinstance(m, nn.Conv2d):
-            w = m.weight.detach().double()
-            if theta_pre is not None:
-                w = w * theta_pre
-                meta["weight_times_presynaptic_theta"] = theta_pre
-                theta_pre = None
+            w, theta_pre = _times_presynaptic_theta(m.weight, theta_pre, meta)
             bias = m.bias if m.bias is not None else torch.zeros(m.out_channels)
             pad = m.padding if not isinstance(m.padding, str) else m.padding
             add("conv", nir.Conv2d(input_shape=spatial(cur_shape), weight=_f32(w),
@@ -259,11 +265,7 @@ def to_nir(snn: nn.Module, input_shape: tuple, metadata: dict | None = None):
                                    dilation=tuple(_pair(m.dilation)), groups=m.groups,
                                    bias=_f32(bias), metadata=meta))
         elif isinstance(m, nn.Linear):
-            w = m.weight.detach().double()
-            if theta_pre is not None:
-                w = w * theta_pre
-                meta["weight_times_presynaptic_theta"] = theta_pre
-                theta_pre = None
+            w, theta_pre = _times_presynaptic_theta(m.weight, theta_pre, meta)
             if m.bias is not None:
                 add("fc", nir.Affine(weight=_f32(w), bias=_f32(m.bias), metadata=meta))
             else:

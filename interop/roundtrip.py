@@ -72,12 +72,14 @@ def suite_trace(snn: nn.Module, loader, T: int, **kwargs) -> Trace:
     finally:
         for h in hooks:
             h.remove()
-    spikes = {}
-    for name, steps in per_layer.items():
-        # calls come batch after batch, T per batch: regroup as [N, T]
-        cols = [torch.stack(steps[i:i + T], 1) for i in range(0, len(steps), T)]
-        spikes[name] = torch.cat(cols, 0)
-    return Trace(res.predictions, spikes, res.labels)
+    return Trace(res.predictions, _per_image(per_layer, T), res.labels)
+
+
+def _per_image(per_layer: dict[str, list[torch.Tensor]], T: int) -> dict[str, torch.Tensor]:
+    """Per-step spike counts recorded call by call (batch after batch, T calls per batch)
+    regrouped as one [N, T] tensor per layer."""
+    return {name: torch.cat([torch.stack(steps[i:i + T], 1) for i in range(0, len(steps), T)], 0)
+            for name, steps in per_layer.items()}
 
 
 def _nir_neurons(graph) -> list[tuple[str, object]]:
@@ -197,11 +199,7 @@ def snntorch_trace(net: nn.Module, graph, loader, T: int, channels_last: bool | 
     finally:
         for h in hooks:
             h.remove()
-    spikes = {}
-    for name, steps in per_layer.items():
-        cols = [torch.stack(steps[i:i + T], 1) for i in range(0, len(steps), T)]
-        spikes[name] = torch.cat(cols, 0)
-    return Trace(torch.cat(preds), spikes, torch.cat(labels))
+    return Trace(torch.cat(preds), _per_image(per_layer, T), torch.cat(labels))
 
 
 def compare(suite: Trace, other: Trace) -> dict:

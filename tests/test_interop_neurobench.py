@@ -16,14 +16,6 @@ from annsnn.simulate import simulate  # noqa: E402
 from interop.neurobench_metrics import neurobench_metrics, spike_count_view  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _linear(i, o, w, b=0.0):
     m = nn.Linear(i, o)
     with torch.no_grad():

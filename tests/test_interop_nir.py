@@ -25,14 +25,6 @@ ACT = {"maxnorm": "relu", "robustnorm": "relu", "robustnorm-all": "relu", "opi":
 T = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _fit_thresholds(ann, x):
     """Set each QCFS/StepReLU layer's clip to its input's 99th percentile, layer by layer, so
     that every spiking layer of the untrained net fires (random weights, random images)."""

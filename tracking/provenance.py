@@ -38,10 +38,11 @@ def portable(text: str) -> str:
     return str(text).replace(str(PROJECT_ROOT.resolve()) + "/", "").replace(str(PROJECT_ROOT) + "/", "")
 
 
-def versions() -> dict[str, str]:
-    """Python and the installed versions of the packages that decide the numbers."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Python and the installed versions of the packages that decide the numbers, and of
+    ``extra`` ones (a package that is not installed is left out)."""
     out = {"python": sys.version.split()[0]}
-    for p in PACKAGES:
+    for p in (*PACKAGES, *extra):
         try:
             out[p] = metadata.version(p)
         except metadata.PackageNotFoundError:

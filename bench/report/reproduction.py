@@ -59,25 +59,27 @@ class Figure:
         return [self.method, self.what, str(self.seed), f(self.yours), ref, band, verdict]
 
 
-def prediction_interval(values, level: float = 0.95) -> tuple[float, float, float, float] | None:
-    """(mean, std, lo, hi) of the interval that holds one new draw with ``level``; None under 2."""
+def _interval(centre: float | None, values, level: float, spread) -> tuple[float, float, float, float] | None:
+    """(centre, std, lo, hi): centre ± t(level, n - 1) · s · spread(n) over ``values``
+    (centre None: their mean); None under 2 values."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size < 2:
         return None
-    m, s = float(v.mean()), float(v.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + level / 2, v.size - 1)) * s * math.sqrt(1 + 1 / v.size)
+    m = float(v.mean()) if centre is None else centre
+    s = float(v.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + level / 2, v.size - 1)) * s * spread(v.size)
     return m, s, m - half, m + half
+
+
+def prediction_interval(values, level: float = 0.95) -> tuple[float, float, float, float] | None:
+    """(mean, std, lo, hi) of the interval that holds one new draw with ``level``; None under 2."""
+    return _interval(None, values, level, lambda n: math.sqrt(1 + 1 / n))
 
 
 def same_seed_interval(committed_value: float, values, level: float = 0.95) -> tuple[float, float, float, float] | None:
     """(centre, std, lo, hi) for a second draw of a seed whose committed value is known: the
     difference of two draws has variance 2 s^2, so committed ± t(level, n - 1) s sqrt(2)."""
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if v.size < 2:
-        return None
-    s = float(v.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + level / 2, v.size - 1)) * s * math.sqrt(2)
-    return committed_value, s, committed_value - half, committed_value + half
+    return _interval(committed_value, values, level, lambda n: math.sqrt(2))
 
 
 def spread_source(committed: Run | None, results_dir: Path) -> Run | None:
