@@ -21,6 +21,7 @@ activation is its paper's setting, trained and shown whether chosen or not.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -140,31 +141,74 @@ def render(cfg: dict, record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: dict, out: Path | None = None, progress: bool = True, publish: bool = False) -> dict:
-    """Train and evaluate every candidate; write selection.json and selection.md; return the record."""
+def fingerprint(cfg: dict) -> str:
+    """What a candidate's figures depend on; a finished candidate is reused only when it matches."""
+    keys = ("dataset", "arch", "arch_kwargs", "activations", "train", "trainer", "selection", "methods",
+            "T_max", "val_subset", "batch_size", "eval_batch_size", "calib_size", "deterministic")
+    blob = json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def partial_path(cfg: dict, runs_dir: Path | str | None = None) -> Path:
+    """Finished candidates of an interrupted selection (runs/<preset>/selection/partial.json):
+    each candidate trains for minutes, so an interruption loses at most the one in progress."""
+    return work_dir(cfg["name"], runs_dir) / "selection" / "partial.json"
+
+
+def _load_partial(path: Path, fp: str) -> list[dict]:
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if data.get("fingerprint") != fp:
+        print(f"[select] {path}: an earlier selection at another commit or preset version, not reused")
+        return []
+    return data["candidates"]
+
+
+def run(cfg: dict, out: Path | None = None, progress: bool = True, publish: bool = False,
+        runs_dir: Path | str | None = None) -> dict:
+    """Train and evaluate every candidate; write selection.json and selection.md; return the record.
+    Candidates finished by an interrupted invocation of the same preset are reused."""
     if not cfg["selection"]["candidates"]:
         raise SystemExit(f"preset {cfg['name']} lists no selection.candidates")
     t0 = time.time()
     seed = int(cfg["selection"]["seed"])
+    commit = tracking.git_commit(ignore=[PROJECT_ROOT / "results", PROJECT_ROOT / "runs"])
+    fp, partial = f"{commit}:{fingerprint(cfg)}", partial_path(cfg, runs_dir)
+    done = _load_partial(partial, fp)
     if cfg.get("deterministic"):
         deterministic.apply(int(cfg["trainer"]["threads"] or torch.get_num_threads()))
     elif cfg["trainer"]["threads"]:
         torch.set_num_threads(int(cfg["trainer"]["threads"]))
     prec = precision.resolve(cfg["trainer"]["precision"], cfg["trainer"]["accelerator"])
     out = Path(out or (PROJECT_ROOT / "results" / cfg["name"] if publish else work_dir(cfg["name"]) / "results"))
-    results, n_val = [], None
+    results, n_val, reused = [], None, 0
     for act, label, knobs in _candidates(cfg):
+        prior = next((r for r in done if (r["activation"], r["label"], r["knobs"]) == (act, label, knobs)), None)
+        if prior is not None:
+            print(f"[select] {cfg['name']}: {act} {label}: finished by an earlier invocation, reused")
+            results.append(prior)
+            n_val, reused = prior.get("val_images", n_val), reused + 1
+            continue
         print(f"[select] {cfg['name']}: {act} {label} {knobs}, seed {seed}")
+        t1 = time.time()
         module, dm = train_one(cfg, act, knobs, seed, prec[0], progress)
         n_val = len(dm.val_set)
-        r = {"activation": act, "label": label, "knobs": knobs, **evaluate_one(cfg, act, module, dm)}
+        r = {"activation": act, "label": label, "knobs": knobs, **evaluate_one(cfg, act, module, dm),
+             "val_images": n_val, "wall_seconds": round(time.time() - t1, 1)}
         print(f"[select]   ANN validation accuracy {100 * r['ann_val_acc']:.2f} %")
         results.append(r)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": fp, "candidates": results}, indent=1))
+        tmp.replace(partial)
     record = {"preset": cfg["name"], "seed": seed, "rule": cfg["selection"]["rule"], "candidates": results,
               "chosen": choose(cfg, results), "val_images": n_val,
               "git_commit": tracking.git_commit(ignore=[PROJECT_ROOT / "results", out]),
               "versions": tracking.versions(), "machine": machine_class(), "precision": prec[0],
-              "wall_seconds": round(time.time() - t0, 1)}
+              "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in results) if reused
+                                    else time.time() - t0, 1),
+              "reused_candidates": reused}
     out.mkdir(parents=True, exist_ok=True)
     (out / "selection.json").write_text(json.dumps(record, indent=1))
     (out / "selection.md").write_text(render(cfg, record))
