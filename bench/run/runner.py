@@ -275,7 +275,7 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
     state.data["data_source"] = tracking.portable(str(dm.source))
     module = ann_module(cfg, act, dm.info)
     run_name = f"{cfg['arch']}-{act}-seed{seed}"
-    commit = tracking.git_commit()
+    commit = tracking.git_commit(ignore=[PROJECT_ROOT / "results"])   # outputs, never code: as the manifest
     group = state.data.setdefault("run_group", tracking.run_group(cfg, seed, commit))
     logger = OnceMLFlowLogger(experiment_name=cfg["name"], tracking_uri=uri, run_id=st.get("run_id"),
                               run_name=run_name, artifact_location=None,
