@@ -31,11 +31,19 @@ def git_commit(ignore: list | tuple = ()) -> str:
         return "unknown"
 
 
-def portable(text: str) -> str:
+def portable(text: str, siblings: bool = False) -> str:
     """``text`` with this checkout's absolute path taken out, so committed results name no
     machine: ``sqlite:////abs/repo/optuna.db`` -> ``sqlite:///optuna.db`` (relative to the
-    repository root), ``/abs/repo/runs/x`` -> ``runs/x``."""
-    return str(text).replace(str(PROJECT_ROOT.resolve()) + "/", "").replace(str(PROJECT_ROOT) + "/", "")
+    repository root), ``/abs/repo/runs/x`` -> ``runs/x``; with ``siblings``, also a path beside
+    the checkout (the offline data in ``/abs/shared/data``) -> ``../shared/data``."""
+    roots = [(PROJECT_ROOT.resolve(), ""), (PROJECT_ROOT, "")]
+    if siblings:
+        roots += [(PROJECT_ROOT.resolve().parent, "../"), (PROJECT_ROOT.parent, "../")]
+    out = str(text)
+    for root, rel in roots:
+        if str(root) != "/":
+            out = out.replace(str(root) + "/", rel)
+    return out
 
 
 def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
