@@ -272,7 +272,7 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
     L.seed_everything(seed, workers=True)
     dm = datamodule(cfg, seed, cfg["test_subset"], "fit")
     check_calibration(dm)
-    state.data["data_source"] = tracking.portable(str(dm.source), siblings=True)   # ../shared/data, not /work/...
+    state.data["data_source"] = tracking.portable(str(dm.source), siblings=True)   # ../shared/data, not an absolute path
     module = ann_module(cfg, act, dm.info)
     run_name = f"{cfg['arch']}-{act}-seed{seed}"
     commit = tracking.git_commit(ignore=[PROJECT_ROOT / "results"])   # outputs, never code: as the manifest

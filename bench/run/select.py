@@ -21,7 +21,6 @@ activation is its paper's setting, trained and shown whether chosen or not.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -141,14 +140,6 @@ def render(cfg: dict, record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fingerprint(cfg: dict) -> str:
-    """What a candidate's figures depend on; a finished candidate is reused only when it matches."""
-    keys = ("dataset", "arch", "arch_kwargs", "activations", "train", "trainer", "selection", "methods",
-            "T_max", "val_subset", "batch_size", "eval_batch_size", "calib_size", "deterministic")
-    blob = json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def partial_path(cfg: dict, runs_dir: Path | str | None = None) -> Path:
     """Finished candidates of an interrupted selection (runs/<preset>/selection/partial.json):
     each candidate trains for minutes, so an interruption loses at most the one in progress."""
@@ -173,8 +164,11 @@ def run(cfg: dict, out: Path | None = None, progress: bool = True, publish: bool
         raise SystemExit(f"preset {cfg['name']} lists no selection.candidates")
     t0 = time.time()
     seed = int(cfg["selection"]["seed"])
-    commit = tracking.git_commit(ignore=[PROJECT_ROOT / "results", PROJECT_ROOT / "runs"])
-    fp, partial = f"{commit}:{fingerprint(cfg)}", partial_path(cfg, runs_dir)
+    # a finished candidate is reused only by the same preset as run, rule, seed and commit
+    # (tracking.run_group leaves the selection block out as words; its rule changes figures)
+    commit = tracking.git_commit(ignore=[PROJECT_ROOT / "results"])
+    fp = tracking.run_group(dict(cfg, selection_rule=cfg["selection"]["rule"]), seed, commit)
+    partial = partial_path(cfg, runs_dir)
     done = _load_partial(partial, fp)
     if cfg.get("deterministic"):
         deterministic.apply(int(cfg["trainer"]["threads"] or torch.get_num_threads()))
