@@ -134,10 +134,12 @@ RULE_LEAK = (
     "at the same T on the same images (and, under noise, the same noise draws). Family: every "
     "setting, k = their number, for each of the two lines. "
     f"(5a) Supported iff, for every setting, the interval of (leak - no leak) clean accuracy lies "
-    f"above -{robustness.verdicts.EQUIVALENCE_POINTS:g} points (an equivalence bound: the leak costs "
-    f"at most {robustness.verdicts.EQUIVALENCE_POINTS:g} point, with the family's confidence); not "
-    "supported if some setting's interval reaches the bound; not testable here without clean leak "
-    "rows (older runs). (5b) Supported iff some setting's interval of (leak - no leak) accuracy "
+    f"above -{robustness.verdicts.EQUIVALENCE_POINTS:g} points (a one-sided equivalence, i.e. "
+    f"non-inferiority, bound: the leak costs at most {robustness.verdicts.EQUIVALENCE_POINTS:g} point, "
+    "with the family's confidence; a gain is no cost, so the upper end is free); not supported if "
+    "some setting's interval reaches the bound, which says that the data, at their size (images per "
+    "seed, seeds), cannot rule out a larger cost there, not that a cost was shown; not testable here "
+    "without clean leak rows (older runs). (5b) Supported iff some setting's interval of (leak - no leak) accuracy "
     "under the authors' noise AddNoise(s, p) lies above 0 (the correction is over every setting "
     "tried, so picking the best one after the fact is paid for); not supported if none does; not "
     "testable here without such rows.")
@@ -525,8 +527,9 @@ def render(runs: list[Run]) -> str:
         *_blocks(per["adversarial"], rep),
         "## 5. The leak", "",
         "The paper: a leak in the spiking neuron improves robustness to noise. In each grid below a cell is "
-        "the leak's difference from leak 1 in points [interval at the family's level]; in 5a a bold cell "
-        "reaches the bound, in 5b a bold cell lies above 0.", "",
+        "the leak's difference from leak 1 in points [interval at the family's level]; in 5a a bold cell's "
+        f"interval reaches -{robustness.verdicts.EQUIVALENCE_POINTS:g} (a larger cost is not ruled out "
+        "there: it fails the bound), in 5b a bold cell lies above 0 (a gain).", "",
         RULE_LEAK, "",
         f"### {TITLES['leak_clean']}", "", *section("leak_clean"), *_blocks(per["leak_clean"], rep),
         f"### {TITLES['leak_noise']}", "", *section("leak_noise"), *_blocks(per["leak_noise"], rep),
