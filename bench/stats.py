@@ -225,15 +225,43 @@ def _paired_diff(seeds: list, diffs: list[np.ndarray], k: int) -> Diff:
                 level, max(int(k), 1), min(len(d) for d in diffs), per_seed, B)
 
 
-def paired_bits(a_by_seed: dict, b_by_seed: dict, k: int = 1) -> Diff | None:
-    """a - b from {seed: per-image correctness} each, on the seeds both have and the images
-    both have (the head of the shorter)."""
+def bit_diffs(a_by_seed: dict, b_by_seed: dict) -> dict:
+    """{seed: a - b per image} from {seed: per-image correctness} each, on the seeds both have
+    and the images both have (the head of the shorter)."""
     diffs = {}
     for s in sorted(set(a_by_seed) & set(b_by_seed)):
         a, b = np.asarray(a_by_seed[s]), np.asarray(b_by_seed[s])
         n = min(len(a), len(b))
         diffs[s] = a[:n].astype(np.int8) - b[:n].astype(np.int8)
-    return paired_diff(diffs, k)
+    return diffs
+
+
+def growth(before_by_seed: dict, after_by_seed: dict, k: int = 1) -> Diff | None:
+    """How a paired difference changes between two independent experiments (other networks,
+    other seeds, perhaps other images): after - before, in points. Nothing pairs one
+    experiment's seeds or images with the other's, so each is bootstrapped hierarchically on
+    its own draws and the interval is that of the difference of the draws, at 1 - ALPHA / k.
+    None when either side has no image."""
+    sides = []
+    for by_seed in (before_by_seed, after_by_seed):
+        seeds = [s for s in sorted(by_seed) if len(by_seed[s])]
+        if not seeds:
+            return None
+        sides.append([np.asarray(by_seed[s], dtype=float) for s in seeds])
+    level, B = family_level(k), n_boot(k)
+    draws = (hierarchical_bootstrap(sides[1], B, seed=BOOT_SEED + 1)
+             - hierarchical_bootstrap(sides[0], B, seed=BOOT_SEED))
+    q = (1.0 - level) / 2
+    lo, hi = np.quantile(draws, [q, 1.0 - q])
+    mean = [float(np.mean([d.mean() for d in side])) for side in sides]
+    return Diff(100 * (mean[1] - mean[0]), 100 * float(lo), 100 * float(hi), level, max(int(k), 1),
+                min(len(d) for side in sides for d in side), [], B)
+
+
+def paired_bits(a_by_seed: dict, b_by_seed: dict, k: int = 1) -> Diff | None:
+    """a - b from {seed: per-image correctness} each, on the seeds both have and the images
+    both have (the head of the shorter)."""
+    return paired_diff(bit_diffs(a_by_seed, b_by_seed), k)
 
 
 def record_bits(record: dict, t: int | None) -> np.ndarray | None:

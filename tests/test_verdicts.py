@@ -379,3 +379,38 @@ def test_the_depth_table_orders_presets_by_depth_and_reads_validation_operating_
     assert lines[2].split(" | ")[1:3] == ["3", "1 (1/1)"] and "| 2 (1/1) |" in lines[2] and lines[2].endswith("| 5 |")
     # qcfs on the deep net: one seed within 1 point at t = 3 (0.895 >= 0.89), the other never
     assert "| 3 (1/2) |" in lines[3] and "| not run |" in lines[3] and lines[3].endswith("| 7 |")
+
+
+def test_the_advantage_at_equal_substeps_is_shown_by_depth_and_its_growth_between_depths():
+    """Two presets of one dataset, 3 and 12 spiking layers, two seeds each: steprelu at t = 1
+    (n = 20) against qcfs at t' = 20 is ahead by 20 images in 1000 on the shallow net and by 100
+    on the deep one, so its advantage grows by 8 points and the interval of that change (two
+    independent bootstraps) lies above 0; equal advantages give a change whose interval holds 0.
+    A preset that repeats another is shown by depth but enters no change."""
+    def run(name, layers, m_plus):
+        a, b = _pair(m_plus)
+        recs = []
+        for seed in (0, 1):
+            recs += [_record("steprelu", seed, lambda t: a, max_n=20, exact=True),
+                     _record("qcfs", seed, lambda t: b if t == 20 else _ok(100))]
+        for r in recs:
+            r["firing_rate"] = {f"l{i}": 0.1 for i in range(layers)}
+        return _run(recs, name=name)
+
+    def change(shallow_plus, deep_plus, rep=None):
+        runs = [run("deep", 12, deep_plus), run("shallow", 3, shallow_plus)]
+        lines = claims.depth_substeps(runs, rep or {"deep": None, "shallow": None})
+        return [ln for ln in lines if ln.startswith("| shallow (3) to deep (12)")], lines
+
+    grows, lines = change(20, 100)
+    by_depth = [ln.split(" | ")[:4] for ln in lines if ln.startswith("| shallow |") or ln.startswith("| deep |")]
+    assert by_depth == [["| shallow", "fashion-mnist", "3", "steprelu"], ["| deep", "fashion-mnist", "12", "steprelu"]]
+    assert "+0.00 [" in lines[2] and "(t' = 20)" in lines[2] and "+8.00 [" in lines[3]
+    (row,) = grows
+    cell = row.split(" | ")[-1].rstrip(" |")
+    lo = float(cell.split("[")[1].split(",")[0])
+    assert cell.startswith("+8.00") and lo > 0
+    (same,) = change(60, 60)[0]
+    lo, hi = (float(v) for v in same.split(" | ")[-1].rstrip(" |").split("[")[1].rstrip("]").split(","))
+    assert lo < 0 < hi
+    assert change(20, 100, {"deep": "shallow", "shallow": None})[0] == []

@@ -347,6 +347,73 @@ LATENCY_SUBSTEPS_HEAD = (
     "|---|---|---|---|---|---|---|---|---|---|")
 
 
+def _one_step_pairings(run: Run) -> list[dict]:
+    """Claim 2b's pairings at t = 1 (each multi-spike variant at one step against each paper
+    baseline at the same binary sub-steps), each with its per-seed paired differences."""
+    out = []
+    for p in substep_pairings(run)[0]:
+        if p["t"] != 1:
+            continue
+        t_of = (lambda r, tb=p["t_base"]: tb.get(r.get("seed", 0)))
+        a, b, missing = stats.record_pairs(p["variant_records"], 1, p["baseline_records"], t_of)
+        if a and not missing:
+            out.append(dict(p, diffs=stats.bit_diffs(a, b)))
+    return out
+
+
+def depth_substeps(runs: list[Run], rep: dict[str, str | None]) -> list[str]:
+    """Does steprelu's advantage at equal binary sub-steps grow with depth? Per preset, ordered
+    by depth, each multi-spike variant at t = 1 against each paper baseline at the same sub-steps
+    (95 % interval, one comparison each); then, for counted presets of one dataset at two depths,
+    the change from the shallower to the deeper (independent bootstraps). Shown, not judged."""
+    rows = []
+    for run in runs:
+        d = depth.spiking_depth(run.records)
+        pairs = _one_step_pairings(run)
+        if d is not None and pairs:
+            rows.append((d, run, pairs))
+    if not rows:
+        return []
+    rows.sort(key=lambda x: (x[1].cfg["dataset"], x[0], x[1].name))
+    bases = [b for b in paper.PAPER_BASELINES if any(p["baseline"] == b for _, _, ps in rows for p in ps)]
+    head = ["preset", "dataset", "spiking layers", "variant at t = 1", *[f"variant - {b} at t' (points) [95 %]" for b in bases]]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(p):
+        diff = stats.paired_diff(p["diffs"], 1)
+        return f"{diff.interval()} (t' = {_ts(list(p['t_base'].values()))})" if diff else "n/a"
+
+    for d, run, pairs in rows:
+        for v in dict.fromkeys(p["variant"] for p in pairs):
+            by_b = {p["baseline"]: p for p in pairs if p["variant"] == v}
+            out.append(f"| {run.name} | {run.cfg['dataset']} | {d} | {v} | "
+                       + " | ".join(cell(by_b[b]) if b in by_b else "-" for b in bases) + " |")
+    growth = []
+    counted = [(d, run, pairs) for d, run, pairs in rows if rep.get(run.name) is None]
+    for dataset in dict.fromkeys(run.cfg["dataset"] for _, run, _ in counted):
+        same = [x for x in counted if x[1].cfg["dataset"] == dataset]
+        for d, run, pairs in same[1:]:
+            d0, run0, pairs0 = same[0]
+            if d == d0:
+                continue
+            for v in dict.fromkeys(p["variant"] for p in pairs):
+                before = {p["baseline"]: p for p in pairs0 if p["variant"] == v}
+                after = {p["baseline"]: p for p in pairs if p["variant"] == v}
+                cells = []
+                for b in bases:
+                    g = stats.growth(before[b]["diffs"], after[b]["diffs"]) if b in before and b in after else None
+                    cells.append(g.interval() if g else "-")
+                growth.append(f"| {run0.name} ({d0}) to {run.name} ({d}) | {dataset} | {v} at t = 1 | "
+                              + " | ".join(cells) + " |")
+    if growth:
+        out += ["", "The change of that advantage from the shallower preset to the deeper one on the same "
+                "dataset (deeper minus shallower, in points; each preset bootstrapped on its own seeds and "
+                "images, 95 % interval of the difference; positive: the advantage grows with depth):", "",
+                "| presets (spiking layers) | dataset | variant | " + " | ".join(f"change against {b}" for b in bases)
+                + " |", "|" + "---|" * (3 + len(bases))] + growth
+    return out
+
+
 def _first_ops_t(record: dict, ops: float) -> int | None:
     for t, o in enumerate(record.get("ops_ratio") or [], start=1):
         if o >= ops:
@@ -541,6 +608,14 @@ def render(runs: list[Run]) -> str:
         "per-layer firing rates and conversion errors are in each preset's summary.md (Depth). Shown, "
         "not judged: with the depths committed here it is a trend to read, not a test.", "",
         depth.depth_axis_table(runs) or "No committed run records per-layer figures yet.", "",
+        "### Does the advantage at equal binary sub-steps grow with depth?", "",
+        "Claim 2b's one-step pairings by depth: each multi-spike variant at t = 1 against each paper "
+        "baseline at the t' that sends as many binary sub-steps (t' = the variant's largest n per step), "
+        "the paired difference (variant - baseline) with its 95 % interval (one comparison each). The "
+        "paper implies the advantage grows with depth, because rate-coded conversion accumulates error "
+        "layer after layer. Shown, not judged: presets of one dataset at two depths differ in their "
+        "network, training and test images as well as in depth.", "",
+        *(depth_substeps(runs, rep) or ["No committed preset stores the pairings yet."]), "",
         "## Caveats", "", *[f"- {c}" for r in runs for c in caveats(r, rep[r.name])], "",
         "## Published figures at paper scale (theirs, not ours)", "",
         "Other people's numbers for the same methods, on full datasets with GPU-scale training; "
