@@ -215,11 +215,16 @@ def paired_diff(diffs_by_seed: dict, k: int = 1) -> Diff | None:
     return copy.deepcopy(_CACHE[key])
 
 
-def _paired_diff(seeds: list, diffs: list[np.ndarray], k: int) -> Diff:
-    level, B = family_level(k), n_boot(k)
-    draws = hierarchical_bootstrap(diffs, B)
+def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """The central percentile interval of bootstrap draws at ``level``."""
     q = (1.0 - level) / 2
     lo, hi = np.quantile(draws, [q, 1.0 - q])
+    return float(lo), float(hi)
+
+
+def _paired_diff(seeds: list, diffs: list[np.ndarray], k: int) -> Diff:
+    level, B = family_level(k), n_boot(k)
+    lo, hi = _percentile_interval(hierarchical_bootstrap(diffs, B), level)
     per_seed = [(s, 100 * float(d.mean()), *sign_test(d)) for s, d in zip(seeds, diffs)]
     return Diff(100 * float(np.mean([d.mean() for d in diffs])), 100 * float(lo), 100 * float(hi),
                 level, max(int(k), 1), min(len(d) for d in diffs), per_seed, B)
@@ -249,10 +254,8 @@ def growth(before_by_seed: dict, after_by_seed: dict, k: int = 1) -> Diff | None
             return None
         sides.append([np.asarray(by_seed[s], dtype=float) for s in seeds])
     level, B = family_level(k), n_boot(k)
-    draws = (hierarchical_bootstrap(sides[1], B, seed=BOOT_SEED + 1)
-             - hierarchical_bootstrap(sides[0], B, seed=BOOT_SEED))
-    q = (1.0 - level) / 2
-    lo, hi = np.quantile(draws, [q, 1.0 - q])
+    lo, hi = _percentile_interval(hierarchical_bootstrap(sides[1], B, seed=BOOT_SEED + 1)
+                                  - hierarchical_bootstrap(sides[0], B, seed=BOOT_SEED), level)
     mean = [float(np.mean([d.mean() for d in side])) for side in sides]
     return Diff(100 * (mean[1] - mean[0]), 100 * float(lo), 100 * float(hi), level, max(int(k), 1),
                 min(len(d) for side in sides for d in side), [], B)

@@ -306,6 +306,16 @@ def substep_pairings(run: Run) -> tuple[list[dict], list[dict], list[str]]:
     return pairs, beyond, uncounted
 
 
+def _baseline_t(p: dict):
+    """record -> the baseline's step t' of a 2b pairing on that record's seed."""
+    return lambda r, tb=p["t_base"]: tb.get(r.get("seed", 0))
+
+
+def _pairing_bits(p: dict) -> tuple[dict, dict, list]:
+    """A 2b pairing's per-seed correctness: the variant at t, the baseline at t' (stats.record_pairs)."""
+    return stats.record_pairs(p["variant_records"], p["t"], p["baseline_records"], _baseline_t(p))
+
+
 def latency_substeps(run: Run) -> Verdict:
     if _reference(run) is None:
         return Verdict(NOT_TESTABLE, "no run of a method that claims exactness")
@@ -315,8 +325,8 @@ def latency_substeps(run: Run) -> Verdict:
     k = len(pairs)
     lines, failed, untestable = [], [], []
     for p in pairs:
-        t_of = (lambda r, tb=p["t_base"]: tb.get(r.get("seed", 0)))
-        a, b, missing = stats.record_pairs(p["variant_records"], p["t"], p["baseline_records"], t_of)
+        t_of = _baseline_t(p)
+        a, b, missing = _pairing_bits(p)
         d = stats.paired_bits(a, b, k) if a and not missing else None
         lines.append(f"| {run.name} | {p['variant']} at t = {p['t']} | {p['baseline']} | "
                      f"{_ts(list(p['t_base'].values()))} | {_acc_at(p['variant_records'], p['t'])} | "
@@ -354,8 +364,7 @@ def _one_step_pairings(run: Run) -> list[dict]:
     for p in substep_pairings(run)[0]:
         if p["t"] != 1:
             continue
-        t_of = (lambda r, tb=p["t_base"]: tb.get(r.get("seed", 0)))
-        a, b, missing = stats.record_pairs(p["variant_records"], 1, p["baseline_records"], t_of)
+        a, b, missing = _pairing_bits(p)
         if a and not missing:
             out.append(dict(p, diffs=stats.bit_diffs(a, b)))
     return out
@@ -392,8 +401,8 @@ def depth_substeps(runs: list[Run], rep: dict[str, str | None]) -> list[str]:
     counted = [(d, run, pairs) for d, run, pairs in rows if rep.get(run.name) is None]
     for dataset in dict.fromkeys(run.cfg["dataset"] for _, run, _ in counted):
         same = [x for x in counted if x[1].cfg["dataset"] == dataset]
+        d0, run0, pairs0 = same[0]
         for d, run, pairs in same[1:]:
-            d0, run0, pairs0 = same[0]
             if d == d0:
                 continue
             for v in dict.fromkeys(p["variant"] for p in pairs):
