@@ -117,3 +117,22 @@ def test_two_jobs_of_one_seed_and_two_seeds_side_by_side(tmp_path):
     assert sorted({r["seed"] for r in merged}) == [0, 1]
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert man["seeds"] == [0, 1]
+
+
+def test_resume_takes_a_resized_robustness_block_only_before_the_stage_measured(tmp_path, capsys):
+    """A seed stopped before its robustness stage resumes under a resized robustness block
+    (training and conversion do not read it); once one unit is kept, a changed block refuses."""
+    cfg = {"name": "p", "seeds": [0], "epochs": 3, "robustness": {"noise_images": 500}}
+    resized = dict(cfg, robustness={"noise_images": 200})
+    with RunLock(tmp_path):
+        State(tmp_path, cfg, 0, resume=False)
+        resumed = State(tmp_path, resized, 0, resume=True)
+        assert "the robustness block changed" in capsys.readouterr().out
+        assert resumed.data["preset"] == resized
+        with pytest.raises(SystemExit, match="preset differs"):   # the rest of the preset still binds
+            State(tmp_path, dict(resized, epochs=4), 0, resume=True)
+        resumed.data["robustness"] = {"units": {"clean/qcfs": {"rows": [], "wall_s": 1.0, "points": None}}}
+        resumed.save()
+        with pytest.raises(SystemExit, match="preset differs"):
+            State(tmp_path, cfg, 0, resume=True)
+        assert State(tmp_path, resized, 0, resume=True).data["robustness"]["units"]

@@ -353,9 +353,10 @@ def _run_group(cfg, state: State, seed: int, act: str, methods: list[str], uri: 
 
 def _run_robustness(cfg, state: State, seed: int, groups: dict, records: list[dict], uri: str,
                     folder: Path, progress: bool) -> list[dict]:
-    """Noise and attack evaluation of every method on its trained ANN. The rows are kept
-    in the state once measured, and each method's child run is marked when logged, so a
-    resumed job neither measures nor logs anything twice."""
+    """Noise and attack evaluation of every method on its trained ANN. Each unit of the stage
+    is kept in the state once measured (bench.robustness.measure), then the rows, and each
+    method's child run is marked when logged, so a resumed job neither measures nor logs
+    anything twice."""
     rob = state.data.setdefault("robustness", {})
     if "rows" not in rob:
         rc = cfg["robustness"]
@@ -364,9 +365,19 @@ def _run_robustness(cfg, state: State, seed: int, groups: dict, records: list[di
                                                                         folder.parent.parent),
                                                         map_location="cpu").model.eval()
                 for act in groups}
-        print(f"[bench] robustness seed {seed}")
-        rob["rows"] = robustness.evaluate(cfg, anns, dm, seed, records, progress=progress)
+        kept = rob.setdefault("units", {})
+        print(f"[bench] robustness seed {seed}"
+              + (f" (resumed: {len(kept)} units kept from before)" if kept else ""))
+        rob["rows"] = robustness.evaluate(cfg, anns, dm, seed, records, progress=progress, kept=kept,
+                                          on_unit=lambda key: state.save())
+        walls = {k: u["wall_s"] for k, u in rob.pop("units").items()}   # the rows hold the rest
+        rob["unit_wall_s"] = walls
         state.save()
+        parts: dict[str, float] = {}
+        for k, w in walls.items():
+            parts[k.split("/")[0]] = parts.get(k.split("/")[0], 0.0) + w
+        print(f"[bench] robustness seed {seed}: {sum(walls.values()):.0f} s; by part: "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()), flush=True)
     rows, logged = rob["rows"], rob.setdefault("logged", [])
     client = MlflowClient(uri)
     for act, methods in groups.items():

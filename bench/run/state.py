@@ -107,9 +107,18 @@ class RunLock:
         self.release()
 
 
-def _comparable(cfg: dict) -> dict:
-    """The preset without ``seeds``: one seed's state belongs to any job that runs that seed."""
-    return {k: v for k, v in cfg.items() if k != "seeds"}
+def _comparable(cfg: dict, robustness_measured: bool = True) -> dict:
+    """The preset without ``seeds`` (one seed's state belongs to any job that runs that seed),
+    and without its ``robustness`` block while no robustness unit was measured (a stage
+    resized before it starts changes nothing that the state holds)."""
+    drop = {"seeds"} if robustness_measured else {"seeds", "robustness"}
+    return {k: v for k, v in cfg.items() if k not in drop}
+
+
+def robustness_measured(data: dict) -> bool:
+    """Whether a state holds any robustness measurement (a unit or the rows)."""
+    rob = data.get("robustness") or {}
+    return bool(rob.get("units") or "rows" in rob)
 
 
 class State:
@@ -130,9 +139,15 @@ class State:
         self.t0 = t0 or time.time()   # this segment's start (the job's, for its first seed)
         if resume and self.path.exists():
             self.data = json.loads(self.path.read_text())
-            if _comparable(self.data.get("preset", {})) != _comparable(cfg):
+            before = self.data.get("preset", {})
+            measured = robustness_measured(self.data)
+            if _comparable(before, measured) != _comparable(cfg, measured):
                 raise SystemExit(f"--resume: the preset differs from the interrupted run's "
                                  f"({self.path}); rerun without --resume to start over")
+            if before.get("robustness") != cfg.get("robustness"):
+                print(f"[bench] --resume: the robustness block changed before the stage measured "
+                      f"anything; the new one applies", flush=True)
+                self.data["preset"] = dict(before, robustness=cfg.get("robustness"))
             self.data["segments"] = self.data.get("segments", 1) + 1
         else:
             if resume:
