@@ -122,8 +122,8 @@ def test_two_jobs_of_one_seed_and_two_seeds_side_by_side(tmp_path):
 def test_resume_takes_a_resized_robustness_block_only_before_the_stage_measured(tmp_path, capsys):
     """A seed stopped before its robustness stage resumes under a resized robustness block
     (training and conversion do not read it); once one unit is kept, a changed block refuses."""
-    cfg = {"name": "p", "seeds": [0], "epochs": 3, "robustness": {"noise_images": 500}}
-    resized = dict(cfg, robustness={"noise_images": 200})
+    cfg = {"name": "p", "seeds": [0], "epochs": 3, "robustness": {"noise_images": 500}, "description": "a"}
+    resized = dict(cfg, robustness={"noise_images": 200}, description="b")   # words may change too
     with RunLock(tmp_path):
         State(tmp_path, cfg, 0, resume=False)
         resumed = State(tmp_path, resized, 0, resume=True)

@@ -18,6 +18,8 @@ import socket
 import time
 from pathlib import Path
 
+from ..report.seeds import IGNORED_KEYS
+
 LOCK_FILE = "lock"
 STATE_FILE = "state.json"
 
@@ -108,10 +110,11 @@ class RunLock:
 
 
 def _comparable(cfg: dict, robustness_measured: bool = True) -> dict:
-    """The preset without ``seeds`` (one seed's state belongs to any job that runs that seed),
-    and without its ``robustness`` block while no robustness unit was measured (a stage
-    resized before it starts changes nothing that the state holds)."""
-    drop = {"seeds"} if robustness_measured else {"seeds", "robustness"}
+    """The preset without the keys seed jobs of one preset may differ in (``seeds``, its words
+    and budget: bench.report.seeds.IGNORED_KEYS), and without its ``robustness`` block while
+    no robustness unit was measured (a stage resized before it starts changes nothing that
+    the state holds)."""
+    drop = set(IGNORED_KEYS) | (set() if robustness_measured else {"robustness"})
     return {k: v for k, v in cfg.items() if k not in drop}
 
 
@@ -147,7 +150,7 @@ class State:
             if before.get("robustness") != cfg.get("robustness"):
                 print(f"[bench] --resume: the robustness block changed before the stage measured "
                       f"anything; the new one applies", flush=True)
-                self.data["preset"] = dict(before, robustness=cfg.get("robustness"))
+            self.data["preset"] = cfg   # what the rest of the seed runs under
             self.data["segments"] = self.data.get("segments", 1) + 1
         else:
             if resume:
