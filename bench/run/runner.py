@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -373,9 +374,9 @@ def _run_robustness(cfg, state: State, seed: int, groups: dict, records: list[di
         walls = {k: u["wall_s"] for k, u in rob.pop("units").items()}   # the rows hold the rest
         rob["unit_wall_s"] = walls
         state.save()
-        parts: dict[str, float] = {}
+        parts: Counter[str] = Counter()
         for k, w in walls.items():
-            parts[k.split("/")[0]] = parts.get(k.split("/")[0], 0.0) + w
+            parts[k.split("/")[0]] += w
         print(f"[bench] robustness seed {seed}: {sum(walls.values()):.0f} s; by part: "
               + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()), flush=True)
     rows, logged = rob["rows"], rob.setdefault("logged", [])
