@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 
-from bench.run import deterministic
+from bench.perf.isa_child import run_child
 
 TAG = "ISA-BUDGET "
 
@@ -66,17 +64,8 @@ def _child(preset: str, steps: int, threads: int) -> None:
 
 
 def _run(preset: str, capped: bool, steps: int, threads: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in deterministic.ENV}
-    if capped:
-        env.update(deterministic.ENV)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-m", "bench.perf.isa_budget", "--child", "--preset", preset,
-                           "--steps", str(steps), "--threads", str(threads)],
-                          capture_output=True, text=True, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(TAG)), None)
-    if proc.returncode or line is None:
-        raise SystemExit(f"the {'capped' if capped else 'uncapped'} run failed:\n{proc.stderr[-2000:]}")
-    return json.loads(line[len(TAG):])
+    return run_child("bench.perf.isa_budget", ["--preset", preset, "--steps", str(steps)], TAG, capped,
+                     threads)
 
 
 def main(argv=None) -> int:

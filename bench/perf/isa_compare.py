@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 
-from bench.run import deterministic
+from bench.perf.isa_child import run_child
 
+TAG = "ISA-COMPARE "
 STAGES = ("batch", "initial weights", "forward output", "loss", "gradients", "weights after the step")
 
 
@@ -51,20 +50,11 @@ def _child(steps: int, threads: int) -> None:
         out.append(row)
     snn = convert(module.model.eval(), "steprelu")
     res = simulate(snn, dm.test_dataloader(), 4, ann=module.model, progress=False)
-    print("ISA-COMPARE " + json.dumps({"steps": out, "predictions": sha256_tensor(res.predictions)}))
+    print(TAG + json.dumps({"steps": out, "predictions": sha256_tensor(res.predictions)}))
 
 
 def _run(capped: bool, steps: int, threads: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in deterministic.ENV}
-    if capped:
-        env.update(deterministic.ENV)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-m", "bench.perf.isa_compare", "--child", "--steps", str(steps),
-                           "--threads", str(threads)], capture_output=True, text=True, env=env)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ISA-COMPARE ")), None)
-    if proc.returncode or line is None:
-        raise SystemExit(f"the {'capped' if capped else 'uncapped'} run failed:\n{proc.stderr[-2000:]}")
-    return json.loads(line[len("ISA-COMPARE "):])
+    return run_child("bench.perf.isa_compare", ["--steps", str(steps)], TAG, capped, threads)
 
 
 def first_difference(a: dict, b: dict) -> str:
